@@ -1,0 +1,310 @@
+"""Find labelled images in a folder tree or a .zip archive, decode them safely, report problems.
+
+Layout: the label comes from the nearest enclosing class folder (``real``/``fake`` or
+``0_real``/``1_fake``, any case) and the split from the nearest enclosing split folder
+(``train``, ``val``/``validation``, ``test``). Only folders *inside* the source count, so the
+result does not depend on where the dataset is stored. Zip archives are read in place,
+never extracted.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+LABEL_NAMES = {0: "real", 1: "fake", -1: "unlabelled"}
+SPLITS = ("train", "val", "test")
+MAX_PIXELS = 64_000_000
+TINY_SIDE = 8
+
+_CLASS_FOLDERS = {"real": 0, "0_real": 0, "fake": 1, "1_fake": 1}
+_SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+_COLUMNS = {
+    "id": "str", "path": "str", "split": "str", "label": "int8", "format": "str",
+    "width": "int32", "height": "int32", "nbytes": "int64", "error": "str",
+}
+
+
+class ImageDecodeError(ValueError):
+    """An image file that cannot be decoded; the message is a short reason."""
+
+
+class ImageSource:
+    """Read files of a dataset given as a folder, a .zip archive or a single image file.
+
+    Paths are POSIX strings relative to the folder, or member names inside the zip. The
+    object pickles without its open archive handle and reopens the archive lazily in each
+    process, so it can be shared with torch DataLoader workers.
+    """
+
+    def __init__(self, source: str | os.PathLike) -> None:
+        path = Path(source).resolve()
+        if not path.exists():
+            raise FileNotFoundError(f"no such file or folder: {source}")
+        self.root = str(path)
+        if path.is_dir():
+            self.kind, self.name = "folder", path.name
+        else:
+            self.kind = "zip" if path.suffix.lower() == ".zip" else "file"
+            self.name = path.stem
+        self._zip: zipfile.ZipFile | None = None
+        self._pid: int | None = None
+
+    def __repr__(self) -> str:
+        return f"ImageSource({self.root!r}, kind={self.kind!r})"
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_zip": None, "_pid": None}
+
+    def __enter__(self) -> ImageSource:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the archive handle, if this process opened one."""
+        if self._zip is not None and self._pid == os.getpid():
+            self._zip.close()
+        self._zip = self._pid = None
+
+    def _archive(self) -> zipfile.ZipFile:
+        if self._zip is None or self._pid != os.getpid():
+            # after fork() the inherited handle shares its file offset with the parent
+            self._zip, self._pid = zipfile.ZipFile(self.root), os.getpid()
+        return self._zip
+
+    def paths(self) -> list[str]:
+        """Sorted paths of all visible regular files (no hidden files/folders, no __MACOSX)."""
+        if self.kind == "file":
+            return [Path(self.root).name]
+        if self.kind == "folder":
+            return sorted(_walk(self.root, ""))
+        archive = self._archive()
+        return sorted(
+            info.filename for info in archive.infolist()
+            if not info.is_dir() and _visible(info.filename)
+            # a name stored twice: keep only the entry that read() returns
+            and archive.getinfo(info.filename) is info
+        )
+
+    def read(self, path: str) -> bytes:
+        """The bytes of one file; FileNotFoundError if the path is not in the source."""
+        if self.kind == "zip":
+            try:
+                return self._archive().read(path)
+            except KeyError:
+                raise FileNotFoundError(f"{path!r} not in {self.root}") from None
+        parts = PurePosixPath(path).parts
+        if self.kind == "file":
+            if path != Path(self.root).name:
+                raise FileNotFoundError(f"{path!r} is not {self.root}")
+            return Path(self.root).read_bytes()
+        if not parts or PurePosixPath(path).is_absolute() or ".." in parts:
+            raise FileNotFoundError(f"{path!r} is not a path inside {self.root}")
+        return Path(self.root, *parts).read_bytes()
+
+
+def open_source(source: str | os.PathLike | ImageSource) -> ImageSource:
+    """An ImageSource for a folder, a .zip archive or a single image file."""
+    return source if isinstance(source, ImageSource) else ImageSource(source)
+
+
+def _visible(name: str) -> bool:
+    parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
+    return not any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def _walk(folder: str, prefix: str):
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == "__MACOSX":
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(entry.path, f"{prefix}{entry.name}/")
+            elif entry.is_file():
+                yield prefix + entry.name
+
+
+def label_and_split(path: str) -> tuple[int, str]:
+    """Label (0 real, 1 fake, -1 unknown) and split ("" if none) from the folders of a path."""
+    folders = [p.lower() for p in re.split(r"[\\/]", path)[:-1]]
+    label = next((_CLASS_FOLDERS[p] for p in reversed(folders) if p in _CLASS_FOLDERS), -1)
+    split = next((_SPLIT_FOLDERS[p] for p in reversed(folders) if p in _SPLIT_FOLDERS), "")
+    return label, split
+
+
+def content_id(data: bytes) -> str:
+    """Content id of file bytes: 32 hex characters of blake2b (16-byte digest)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _open(data: bytes) -> ImageFile.ImageFile:
+    """Open an image from bytes, reading only its header; ImageDecodeError if impossible."""
+    if not data:
+        raise ImageDecodeError("empty file")
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image (cannot identify image file)") from None
+    except Image.DecompressionBombError as exc:
+        return _open_over_pillow_limit(data, exc)
+    except Exception as exc:  # Pillow raises many types for malformed headers
+        raise ImageDecodeError(f"bad header: {exc}") from exc
+
+
+def _open_over_pillow_limit(data: bytes, exc: Exception) -> ImageFile.ImageFile:
+    """Open an image that Image.open refused as too large, so its size can be reported.
+
+    Mirrors Image.open's plugin loop without its pixel check; callers apply their own limit.
+    """
+    prefix = data[:16]
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        accepted = not accept or accept(prefix)
+        if not accepted or isinstance(accepted, str):
+            continue
+        try:
+            return factory(io.BytesIO(data), "")
+        except Exception:  # not this format, or the plugin checks the size itself
+            continue
+    raise ImageDecodeError(f"decompression bomb ({exc})") from exc
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"decompression bomb ({width} x {height} pixels)")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Fully decode an opened image, apply EXIF orientation and convert it to 8-bit RGB.
+
+    Transparent images are flattened onto white; 16-bit grayscale is scaled to 8 bits.
+    """
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        if image.mode == "P" and "transparency" in image.info:
+            image = image.convert("RGBA")
+        if image.mode.startswith("I"):  # I;16*, I: assume 16-bit samples when > 255
+            values = np.asarray(image).astype(np.int64)
+            if values.max(initial=0) > 255:
+                values = values.clip(0, 65535) >> 8
+            image = Image.fromarray(values.clip(0, 255).astype(np.uint8))
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, image.convert("RGBA"))
+        return image if image.mode == "RGB" else image.convert("RGB")
+    except Exception as exc:  # truncated or corrupt data, unsupported mode, broken EXIF
+        raise ImageDecodeError(f"cannot decode: {exc}") from exc
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Fully decode image bytes to an RGB PIL image.
+
+    Raises ImageDecodeError for empty files, non-images, truncated or corrupt data and images
+    with more than ``max_pixels`` pixels (checked from the header, before decoding).
+    Truncated files are never padded: Pillow's LOAD_TRUNCATED_IMAGES is left untouched.
+    """
+    with _open(data) as image:
+        _check_pixels(image.size, max_pixels)
+        return _to_rgb(image)
+
+
+def _describe(data: bytes, decode: bool) -> tuple[str, int, int, str]:
+    """(format, width, height, error) of image bytes; decode=True also decodes the pixels."""
+    fmt, width, height = "", -1, -1
+    try:
+        with _open(data) as image:
+            fmt, (width, height) = image.format or "", image.size
+            _check_pixels(image.size, MAX_PIXELS)
+            if decode:
+                _to_rgb(image)
+    except ImageDecodeError as exc:
+        return fmt, width, height, str(exc)
+    return fmt, width, height, ""
+
+
+def _table(source: str | os.PathLike | ImageSource, progress: bool, decode: bool) -> pd.DataFrame:
+    src = open_source(source)
+    rows = []
+    for path in tqdm(src.paths(), desc=f"{'scan' if decode else 'discover'} {src.name}",
+                     unit="file", disable=not progress):
+        data = src.read(path)
+        label, split = label_and_split(path)
+        fmt, width, height, error = _describe(data, decode)
+        rows.append((content_id(data), path, split, label, fmt, width, height, len(data), error))
+    return pd.DataFrame(rows, columns=list(_COLUMNS)).astype(_COLUMNS)
+
+
+def discover(source: str | os.PathLike | ImageSource, progress: bool = True) -> pd.DataFrame:
+    """One row per file of a folder, zip archive or single image, sorted by path.
+
+    Columns: id (content hash), path, split, label (int8), format, width, height (int32,
+    -1 if unreadable), nbytes (int64) and error ("" when the image header parsed).
+    Only headers are parsed; use :func:`scan` to find files that fail to decode.
+    """
+    return _table(source, progress, decode=False)
+
+
+def duplicates(frame: pd.DataFrame) -> pd.DataFrame:
+    """Groups of rows sharing a content id, in order of their first path.
+
+    Columns: id, n, paths, labels, splits (lists in row order), conflict (copies labelled
+    both real and fake) and cross_split (copies in more than one named split).
+    """
+    repeated = frame[frame["id"].duplicated(keep=False)]
+    groups = (
+        repeated.groupby("id", sort=False)
+        .agg(paths=("path", list), labels=("label", list), splits=("split", list))
+        .reset_index()
+    )
+    groups.insert(1, "n", groups["paths"].map(len).astype("int64"))
+    groups["conflict"] = groups["labels"].map(lambda v: len({x for x in v if x >= 0}) > 1)
+    groups["cross_split"] = groups["splits"].map(lambda v: len({x for x in v if x}) > 1)
+    return groups.astype({"conflict": bool, "cross_split": bool})
+
+
+def scan(source: str | os.PathLike | ImageSource, progress: bool = True) -> pd.DataFrame:
+    """Problems found by fully decoding every file, one row per (file, problem).
+
+    Columns path, id, problem, detail. Problems: "unreadable" (empty, not an image,
+    truncated or corrupt, decompression bomb), "tiny image" (a side < 8 px), "duplicate"
+    (same bytes as an earlier path), "label conflict" (a copy labelled otherwise than the
+    first labelled copy) and "cross-split duplicate" (a copy in another split than the
+    first copy in a named split).
+    """
+    frame = _table(source, progress, decode=True)
+    problems = [
+        (row.path, row.id, "unreadable", row.error)
+        for row in frame[frame["error"] != ""].itertuples()
+    ]
+    tiny = frame[(frame["error"] == "") & (frame[["width", "height"]].min(axis=1) < TINY_SIDE)]
+    problems += [
+        (row.path, row.id, "tiny image", f"{row.width} x {row.height} pixels")
+        for row in tiny.itertuples()
+    ]
+    for group in duplicates(frame).itertuples():
+        copies = list(zip(group.paths, group.labels, group.splits))
+        labelled = next(((p, x) for p, x, _ in copies if x >= 0), None)
+        in_split = next(((p, s) for p, _, s in copies if s), None)
+        for path, label, split in copies[1:]:
+            problems.append((path, group.id, "duplicate", f"same bytes as {group.paths[0]}"))
+            if group.conflict and label >= 0 and label != labelled[1]:
+                problems.append((path, group.id, "label conflict",
+                                 f"{LABEL_NAMES[label]} here, {LABEL_NAMES[labelled[1]]} "
+                                 f"as {labelled[0]}"))
+            if group.cross_split and split and split != in_split[1]:
+                problems.append((path, group.id, "cross-split duplicate",
+                                 f"in {split} here, in {in_split[1]} as {in_split[0]}"))
+    table = pd.DataFrame(problems, columns=["path", "id", "problem", "detail"], dtype="str")
+    return table.sort_values(["path", "problem"], kind="stable", ignore_index=True)

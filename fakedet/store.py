@@ -1,0 +1,374 @@
+"""The embedding cache: one HDF5 file per dataset.
+
+Layout of ``cache/<dataset>.h5``::
+
+    attrs: format, source, created, updated
+    /images/<column>            the image table (one row per file: id, path, split, label, ...)
+    /failures/<column>          images that could not be embedded: id, path, reason
+    /embeddings/<key>/ids       (N,) content ids, aligned with
+    /embeddings/<key>/X         (N, D) float32 or float16, chunked and resizable
+    /embeddings/<key>.attrs     spec, fingerprint, identity, dim, count, versions, created, updated
+    /projections/<key>/<name>/  ids + 2-D coordinates of a projection of that set
+
+Identical images (same content id) are embedded once. Appends are committed by the ``count``
+attribute, written and flushed after the rows, so a reader (or a resumed run after a crash)
+never trusts rows past it. One writer at a time: ``Store.writer()`` holds an ``flock`` on
+``<file>.lock`` that the OS releases if the process dies.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import pandas as pd
+
+FORMAT = "fakedet-store/1"
+ID_DTYPE = "S32"
+STR_COLUMNS = ("path", "split", "format", "error", "reason")
+DEFAULT_CACHE = Path("cache")
+
+
+class StoreError(RuntimeError):
+    """The cache cannot be used as asked; the message says what to do."""
+
+
+class StoreLocked(StoreError):
+    """Another process is writing this cache."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape the numbers in a cache or model."""
+    names = ["fakedet", "torch", "timm", "open_clip_torch", "numpy", "h5py", "scikit-learn", "pillow"]
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def store_path(name: str, cache: str | Path | None = None) -> Path:
+    """The store file for dataset ``name``: ``cache`` may be a folder (default ``cache/``) or an ``.h5`` file."""
+    cache = Path(cache) if cache is not None else DEFAULT_CACHE
+    if cache.suffix in (".h5", ".hdf5"):
+        return cache
+    return cache / f"{name}.h5"
+
+
+@dataclass
+class Embeddings:
+    """One embedding set read back: ``X[i]`` belongs to ``frame.iloc[i]`` (one row per content id)."""
+
+    X: np.ndarray
+    frame: pd.DataFrame
+    key: str
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.attrs["fingerprint"]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.frame["label"].to_numpy()
+
+
+def _write_table(group: h5py.Group, frame: pd.DataFrame) -> None:
+    for name in list(group):
+        del group[name]
+    group.attrs["columns"] = json.dumps(list(frame.columns))
+    for column in frame.columns:
+        values = frame[column]
+        if column == "id":
+            group.create_dataset(column, data=values.to_numpy(dtype=ID_DTYPE))
+        elif values.dtype == object or pd.api.types.is_string_dtype(values):
+            group.create_dataset(column, data=values.astype(str).to_numpy(dtype=object), dtype=h5py.string_dtype())
+        else:
+            group.create_dataset(column, data=values.to_numpy())
+
+
+def _read_table(group: h5py.Group) -> pd.DataFrame:
+    columns = json.loads(group.attrs["columns"])
+    data = {}
+    for column in columns:
+        raw = group[column]
+        if column == "id":
+            data[column] = raw[()].astype(str)
+        elif h5py.check_string_dtype(raw.dtype) is not None:
+            data[column] = raw.asstr()[()]
+        else:
+            data[column] = raw[()]
+    return pd.DataFrame(data, columns=columns)
+
+
+class Store:
+    """Read access to a cache file; ``writer()`` for the single writer."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @property
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    @contextmanager
+    def _read(self) -> Iterator[h5py.File]:
+        if not self.exists:
+            raise StoreError(f"no cache at {self.path}; run `fakedet extract DATA` first (or pass --cache)")
+        with h5py.File(self.path, "r", locking=False) as f:
+            fmt = f.attrs.get("format")
+            if fmt != FORMAT:
+                raise StoreError(f"{self.path} is not a {FORMAT} cache (format={fmt!r}); move it away and re-extract")
+            yield f
+
+    def attrs(self) -> dict:
+        with self._read() as f:
+            return dict(f.attrs)
+
+    def images(self) -> pd.DataFrame:
+        """The image table: one row per file, as discovered."""
+        with self._read() as f:
+            return _read_table(f["images"]) if "images" in f else pd.DataFrame()
+
+    def failures(self) -> pd.DataFrame:
+        """Images that could not be embedded, with the reason."""
+        with self._read() as f:
+            if "failures" not in f:
+                return pd.DataFrame(columns=["id", "path", "reason"])
+            return _read_table(f["failures"])
+
+    def embedding_sets(self) -> pd.DataFrame:
+        """One row per embedding set: key, spec, fingerprint, dim, count, dtype, layers, created, updated."""
+        rows = []
+        with self._read() as f:
+            for key, group in f.get("embeddings", {}).items():
+                a = group.attrs
+                identity = json.loads(a["identity"])
+                rows.append({
+                    "key": key,
+                    "spec": a["spec"],
+                    "fingerprint": a["fingerprint"],
+                    "dim": int(a["dim"]),
+                    "count": int(a["count"]),
+                    "dtype": str(group["X"].dtype),
+                    "layers": identity.get("layers"),
+                    "resize": identity.get("preprocess", {}).get("policy"),
+                    "size": identity.get("preprocess", {}).get("size"),
+                    "precision": identity.get("precision"),
+                    "perturb": a.get("perturb", ""),
+                    "created": a["created"],
+                    "updated": a["updated"],
+                })
+        return pd.DataFrame(rows)
+
+    def resolve_key(self, name: str) -> str:
+        """An embedding-set key from a key, a unique key prefix or a backbone spec."""
+        sets = self.embedding_sets()
+        if sets.empty:
+            raise StoreError(f"{self.path} holds no embeddings yet; run `fakedet extract` first")
+        for candidates in (sets[sets.key == name], sets[sets.spec == name], sets[sets.key.str.startswith(name)]):
+            if len(candidates) == 1:
+                return candidates.key.iloc[0]
+            if len(candidates) > 1:
+                listing = "\n  ".join(candidates.key)
+                raise StoreError(f"{name!r} matches several embedding sets in {self.path}; name one:\n  {listing}")
+        listing = "\n  ".join(f"{k}  ({s})" for k, s in zip(sets.key, sets.spec))
+        raise StoreError(f"no embedding set {name!r} in {self.path}; it holds:\n  {listing}")
+
+    def embedded_ids(self, key: str) -> np.ndarray:
+        """Content ids already embedded in set ``key`` (committed rows only)."""
+        with self._read() as f:
+            if f"embeddings/{key}" not in f:
+                return np.zeros(0, dtype=str)
+            group = f["embeddings"][key]
+            return group["ids"][: int(group.attrs["count"])].astype(str)
+
+    def load(self, name: str, *, dtype=np.float32) -> Embeddings:
+        """Embeddings of set ``name`` (key or spec) with one image-table row per content id."""
+        key = self.resolve_key(name)
+        with self._read() as f:
+            group = f["embeddings"][key]
+            count = int(group.attrs["count"])
+            X = group["X"][:count].astype(dtype, copy=False)
+            ids = group["ids"][:count].astype(str)
+            attrs = {k: (json.loads(v) if k in ("identity", "versions") else v) for k, v in group.attrs.items()}
+            images = _read_table(f["images"])
+        frame = per_id(images)
+        position = pd.Series(np.arange(len(frame)), index=frame["id"])
+        keep = np.isin(ids, frame["id"].to_numpy())
+        X, ids = X[keep], ids[keep]
+        frame = frame.iloc[position.loc[ids].to_numpy()].reset_index(drop=True)
+        return Embeddings(X=X, frame=frame, key=key, attrs=attrs)
+
+    def projection(self, key: str, name: str) -> tuple[np.ndarray, np.ndarray, dict] | None:
+        """Cached projection ``name`` of set ``key``: (ids, coords, params), or None."""
+        with self._read() as f:
+            path = f"projections/{key}/{name}"
+            if path not in f:
+                return None
+            group = f[path]
+            return group["ids"][()].astype(str), group["coords"][()], json.loads(group.attrs["params"])
+
+    @contextmanager
+    def writer(self, source: str | None = None) -> Iterator["StoreWriter"]:
+        """Exclusive write access; raises ``StoreLocked`` if another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = open(lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StoreLocked(
+                f"{self.path} is being written by {holder}; wait for it to finish, "
+                "or write to another cache with --cache"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            with h5py.File(self.path, "a", locking=False) as f:
+                _check_or_init(f, self.path, source)
+                yield StoreWriter(f)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+
+def _check_or_init(f: h5py.File, path: Path, source: str | None) -> None:
+    if "format" not in f.attrs:
+        if len(f):
+            raise StoreError(f"{path} is an HDF5 file that fakedet did not write; choose another --cache")
+        f.attrs.update({"format": FORMAT, "source": source or "", "created": now(), "updated": now()})
+    elif f.attrs["format"] != FORMAT:
+        raise StoreError(f"{path} has format {f.attrs['format']!r}, this fakedet writes {FORMAT}; re-extract into a new cache")
+    elif source and f.attrs["source"] and f.attrs["source"] != source:
+        raise StoreError(
+            f"{path} holds embeddings of {f.attrs['source']}, not {source}; "
+            "pass --cache to write this dataset elsewhere, or delete the old cache"
+        )
+
+
+def per_id(images: pd.DataFrame) -> pd.DataFrame:
+    """Collapse the image table to one row per content id (first path wins) with ``n_copies``
+    and ``label_conflict`` (same content filed under different labels)."""
+    ordered = images.sort_values("path", kind="stable")
+    grouped = ordered.groupby("id", sort=False)
+    first = grouped.head(1).set_index("id")
+    first["n_copies"] = grouped.size()
+    first["label_conflict"] = grouped["label"].nunique() > 1
+    return first.reset_index()
+
+
+class StoreWriter:
+    """Writes into an open store; obtained from ``Store.writer()``."""
+
+    def __init__(self, f: h5py.File):
+        self.f = f
+
+    def _touch(self) -> None:
+        self.f.attrs["updated"] = now()
+
+    def write_images(self, frame: pd.DataFrame) -> None:
+        """Replace the image table (the source as discovered now is the truth)."""
+        _write_table(self.f.require_group("images"), frame)
+        self._touch()
+        self.f.flush()
+
+    def add_failures(self, frame: pd.DataFrame) -> None:
+        """Record images that failed (id, path, reason); one row per id, latest reason wins."""
+        old = _read_table(self.f["failures"]) if "failures" in self.f else frame.iloc[:0]
+        merged = pd.concat([old, frame[["id", "path", "reason"]]]).drop_duplicates("id", keep="last")
+        _write_table(self.f.require_group("failures"), merged.reset_index(drop=True))
+        self.f.flush()
+
+    def open_set(self, key: str, attrs: dict, dim: int, dtype: str = "float32") -> "SetWriter":
+        """Create embedding set ``key`` or reopen it for appending (same fingerprint and dtype)."""
+        sets = self.f.require_group("embeddings")
+        if key in sets:
+            group = sets[key]
+            if group.attrs["fingerprint"] != attrs["fingerprint"] or int(group.attrs["dim"]) != dim:
+                raise StoreError(
+                    f"embedding set {key} in {self.f.filename} was made by another model "
+                    f"(fingerprint {group.attrs['fingerprint'][:12]}); delete the set or use another --cache"
+                )
+            if str(group["X"].dtype) != np.dtype(dtype).name:
+                raise StoreError(
+                    f"embedding set {key} is stored as {group['X'].dtype}; pass --dtype {group['X'].dtype} "
+                    "to resume it, or delete the set to store it anew"
+                )
+        else:
+            group = sets.create_group(key)
+            rows = max(16, min(4096, (1 << 20) // (dim * np.dtype(dtype).itemsize)))
+            group.create_dataset("ids", shape=(0,), maxshape=(None,), dtype=ID_DTYPE, chunks=(4096,))
+            group.create_dataset("X", shape=(0, dim), maxshape=(None, dim), dtype=dtype, chunks=(rows, dim))
+            group.attrs.update({"count": 0, "created": now(), "dim": dim})
+        group.attrs.update({k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in attrs.items()})
+        group.attrs["versions"] = json.dumps(versions(), sort_keys=True)
+        return SetWriter(self.f, group)
+
+    def delete_set(self, key: str) -> None:
+        del self.f["embeddings"][key]
+        if f"projections/{key}" in self.f:
+            del self.f["projections"][key]
+        self.f.flush()
+
+    def put_projection(self, key: str, name: str, ids: np.ndarray, coords: np.ndarray, params: dict) -> None:
+        group = self.f.require_group(f"projections/{key}")
+        if name in group:
+            del group[name]
+        sub = group.create_group(name)
+        sub.create_dataset("ids", data=np.asarray(ids, dtype=ID_DTYPE))
+        sub.create_dataset("coords", data=np.asarray(coords, dtype=np.float32))
+        sub.attrs["params"] = json.dumps(params, sort_keys=True)
+        self.f.flush()
+
+
+class SetWriter:
+    """Appends rows to one embedding set; each ``append`` is committed and flushed."""
+
+    def __init__(self, f: h5py.File, group: h5py.Group):
+        self.f, self.group = f, group
+        count = int(group.attrs["count"])
+        for name in ("ids", "X"):  # drop rows a killed run wrote but never committed
+            if group[name].shape[0] != count:
+                group[name].resize(count, axis=0)
+
+    @property
+    def count(self) -> int:
+        return int(self.group.attrs["count"])
+
+    def ids(self) -> np.ndarray:
+        """Committed content ids."""
+        return self.group["ids"][: self.count].astype(str)
+
+    def append(self, ids: np.ndarray, X: np.ndarray) -> None:
+        n, m = self.count, len(ids)
+        if m == 0:
+            return
+        for name, data in (("X", X), ("ids", np.asarray(ids, dtype=ID_DTYPE))):
+            self.group[name].resize(n + m, axis=0)
+            self.group[name][n:] = data
+        self.group.attrs["count"] = n + m
+        self.group.attrs["updated"] = now()
+        self.f.flush()
