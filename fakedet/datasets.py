@@ -103,11 +103,11 @@ class ImageSource:
                 return self._archive().read(path)
             except KeyError:
                 raise FileNotFoundError(f"{path!r} not in {self.root}") from None
-        parts = PurePosixPath(path).parts
         if self.kind == "file":
             if path != Path(self.root).name:
                 raise FileNotFoundError(f"{path!r} is not {self.root}")
             return Path(self.root).read_bytes()
+        parts = PurePosixPath(path).parts
         if not parts or PurePosixPath(path).is_absolute() or ".." in parts:
             raise FileNotFoundError(f"{path!r} is not a path inside {self.root}")
         return Path(self.root, *parts).read_bytes()

@@ -145,3 +145,23 @@ def image_zip(tmp_path):
               ext: str | tuple[str, ...] = "jpg", size: int | tuple[int, int] = 32) -> Path:
         return write_zip(tmp_path / f"{name}.zip", layout_files(layout, ext, size))
     return build
+
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    """Register a tiny randomly initialised open_clip architecture; returns its name."""
+    import json
+
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("clip-config")
+    (folder / "fakedet-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(folder)
+    return "fakedet-tiny-clip"

@@ -248,32 +248,42 @@ def test_image_source_pickles_and_reads_same_bytes(tmp_path, kind):
     assert open_source(clone) is clone
     with pytest.raises(FileNotFoundError):
         clone.read("train/REAL/missing.jpg")
+    (tmp_path / "outside.jpg").write_bytes(files["train/FAKE/0001.jpg"])
     with pytest.raises(FileNotFoundError):
         clone.read("../outside.jpg")
 
 
-def read_in_child(source, paths):
-    """Bytes read in a worker process, and how many descriptors it holds on the archive."""
-    data = [source.read(p) for p in paths]
-    fds = Path("/proc/self/fd")
-    opened = sum(os.path.realpath(fd) == source.root for fd in fds.iterdir()) if fds.exists() else -1
-    return data, opened
+def descriptors_on(path):
+    """Numbers of this process's file descriptors open on ``path`` (Linux /proc)."""
+    return {int(fd.name) for fd in Path("/proc/self/fd").iterdir() if os.path.realpath(fd) == path}
 
 
+def read_in_child(source, paths, queue):
+    queue.put(([source.read(p) for p in paths], descriptors_on(source.root)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
 def test_zip_source_reopens_archive_after_fork(tmp_path):
-    """Forked workers must not share the parent's open archive (and its file offset)."""
+    """A forked worker inherits the source object (as in a DataLoader) but not its open archive."""
     files = layout_files({"real": 20, "fake": 20}, size=8)
     source = open_source(write_zip(tmp_path / "data.zip", files))
     paths = sorted(files)
     assert source.read(paths[0]) == files[paths[0]]  # the parent has the archive open
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        results = [pool.apply_async(read_in_child, (source, paths)) for _ in range(2)]
-        parent = [source.read(p) for p in paths]
-        children = [r.get(timeout=60) for r in results]
+    inherited = descriptors_on(source.root)
+    assert len(inherited) == 1
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [context.Process(target=read_in_child, args=(source, paths, queue)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    parent = [source.read(p) for p in paths]
+    children = [queue.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
     assert parent == [files[p] for p in paths]
-    for data, opened in children:
+    for data, descriptors in children:
         assert data == parent
-        assert opened in (-1, 2)  # the inherited descriptor plus the worker's own
+        assert len(descriptors) == 1 and not descriptors & inherited
 
 
 def test_scan_reports_problems(tmp_path):
@@ -281,6 +291,7 @@ def test_scan_reports_problems(tmp_path):
     files["train/REAL/0001.jpg"] = files["train/REAL/0000.jpg"]
     files["train/FAKE/same.jpg"] = files["train/REAL/0000.jpg"]
     files["val/fake/leak.jpg"] = files["train/FAKE/0000.jpg"]
+    files["train/FAKE/twin.jpg"] = files["train/FAKE/0000.jpg"]
     files.update({"train/REAL/empty.jpg": b"", "train/REAL/text.jpg": b"hello",
                   "train/FAKE/truncated.jpg": truncated_jpeg(),
                   "train/FAKE/bomb.png": bomb_png(100_000, 100_000),
@@ -298,6 +309,7 @@ def test_scan_reports_problems(tmp_path):
         ("train/REAL/0001.jpg", "duplicate"),
         ("train/REAL/0001.jpg", "label conflict"),
         ("val/fake/leak.jpg", "duplicate"),
+        ("train/FAKE/twin.jpg", "duplicate"),
         ("val/fake/leak.jpg", "cross-split duplicate"),
     ])
     detail = {(p, k): d for p, k, d in zip(problems["path"], problems["problem"], problems["detail"])}

@@ -1,0 +1,144 @@
+"""Backbone registry: bundled weights, timm checkpoints, tiny open_clip models, fingerprints, errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+from conftest import make_image
+from safetensors.torch import save_file
+
+from fakedet.backbones import (
+    BackboneError, Preprocess, create_backbone, load_clip_model, parse_resize, short_spec,
+)
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return create_backbone("effnet-lite0", resize="64", precision="fp32", device="cpu")
+
+
+def test_effnet_lite0_bundled_weights(lite0):
+    assert lite0.dim == 1280 and lite0.family == "effnet-lite"
+    a, b = make_image("smooth", 48, seed=1), make_image("checker", 48, seed=2)
+    X = lite0.embed_images([a, b, a])
+    assert X.shape == (3, 1280) and np.isfinite(X).all()
+    np.testing.assert_array_equal(X[0], X[2])  # same image, same embedding
+    assert np.abs(X[0] - X[1]).max() > 0.1  # different images differ
+
+
+def test_effnet_lite0_weights_are_pretrained_not_random(lite0):
+    """Trained batch-norm statistics, not the fresh-init zeros and ones, are loaded."""
+    bn = lite0.model.trunk.bn1
+    assert bn.running_mean.abs().mean() > 0.01 and (bn.running_var - 1).abs().mean() > 0.01
+    fresh = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    assert not torch.equal(fresh.conv_stem.weight, lite0.model.trunk.conv_stem.weight.cpu())
+
+
+def test_multi_layer_features(lite0):
+    multi = create_backbone("effnet-lite0", layers="multi", resize="64", precision="fp32", device="cpu")
+    # stage channels 16+24+40+112+320, mean and std each, plus the 1280-d final embedding
+    assert multi.dim == 2 * (16 + 24 + 40 + 112 + 320) + 1280
+    image = make_image("smooth", 64, seed=3)
+    np.testing.assert_allclose(multi.embed_images([image])[0, -1280:], lite0.embed_images([image])[0], atol=1e-4)
+    assert multi.fingerprint != lite0.fingerprint and ".multi" in multi.key
+
+
+def test_fingerprint_tracks_everything_that_changes_numbers(lite0):
+    same = create_backbone("effnet-lite0", resize="64", precision="fp32", device="cpu")
+    assert same.fingerprint == lite0.fingerprint and same.key == lite0.key
+    others = [
+        create_backbone("effnet-lite0", resize="96", precision="fp32", device="cpu"),
+        create_backbone("effnet-lite0", resize="64", interpolation="nearest", precision="fp32", device="cpu"),
+        create_backbone("effnet-lite0", resize="64", precision="bf16", device="cpu"),
+        create_backbone("effnet-lite0", resize="pad:64", precision="fp32", device="cpu"),
+    ]
+    assert len({lite0.fingerprint, *(o.fingerprint for o in others)}) == 5
+
+
+def test_parse_resize():
+    assert parse_resize("backbone") == ("backbone", None)
+    assert parse_resize("128") == ("resize", 128) and parse_resize(96) == ("resize", 96)
+    assert parse_resize("pad") == ("pad", None) and parse_resize("pad:64") == ("pad", 64)
+    for bad in ("big", "resize", "pad:x"):
+        with pytest.raises(ValueError):
+            parse_resize(bad)
+
+
+def test_preprocess_policies():
+    image = make_image("smooth", (40, 20), seed=0)
+    for policy, size in (("resize", 32), ("backbone", 32), ("pad", 64)):
+        out = Preprocess(size=size, policy=policy, crop_pct=0.875)(image)
+        assert out.shape == (3, size, size) and out.dtype == torch.uint8
+    padded = Preprocess(size=64, policy="pad")(image)
+    assert (padded[:, 0, 0] == 128).all()  # mean-colour border
+    np.testing.assert_array_equal(padded[:, 22:42, 12:52].permute(1, 2, 0).numpy(), np.asarray(image))
+
+
+def test_timm_local_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model("test_convnext", pretrained=False)
+    path = tmp_path / "weights.safetensors"
+    save_file(model.state_dict(), str(path))
+    backbone = create_backbone("timm:test_convnext", checkpoint=path, precision="fp32", device="cpu")
+    model.reset_classifier(0)
+    x = torch.rand(2, 3, backbone.preprocess.size, backbone.preprocess.size)
+    with torch.inference_mode():
+        expected = model.eval()((x - 0.5) / 0.5 if backbone.preprocess.mean == (0.5,) * 3 else
+                                (x - torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1))
+                                / torch.tensor(backbone.preprocess.std).view(1, 3, 1, 1))
+        np.testing.assert_allclose(backbone.model(x).numpy(), expected.numpy(), atol=1e-5)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"nonsense": torch.zeros(2)}, str(bad))
+    with pytest.raises(BackboneError, match="does not fit this model"):
+        create_backbone("timm:test_convnext", checkpoint=bad, device="cpu")
+
+
+def test_tiny_clip_random_and_local_file(tiny_clip, tmp_path):
+    torch.manual_seed(0)
+    backbone = create_backbone(f"clip:{tiny_clip}:random", precision="fp32", device="cpu")
+    assert backbone.dim == 32 and backbone.preprocess.size == 32
+    path = tmp_path / "tiny.pt"
+    torch.save(load_clip_model(f"{tiny_clip}:random").state_dict(), path)
+    a = create_backbone(f"clip:{tiny_clip}:{path}", precision="fp32", device="cpu")
+    b = create_backbone(f"clip:{tiny_clip}:{path}", precision="fp32", device="cpu")
+    images = [make_image("smooth", 32, seed=i) for i in range(3)]
+    Xa, Xb = a.embed_images(images), b.embed_images(images)
+    np.testing.assert_array_equal(Xa, Xb)
+    assert a.fingerprint == b.fingerprint != backbone.fingerprint
+    assert short_spec(a.spec) == f"clip:{tiny_clip}:tiny" and a.key.startswith(f"clip_{tiny_clip}_tiny-")
+    multi = create_backbone(f"clip:{tiny_clip}:{path}", layers="multi", precision="fp32", device="cpu")
+    assert multi.dim == 2 * 2 * 64 + 32  # 2 blocks x (mean, std) x width 64 + final
+    np.testing.assert_allclose(multi.embed_images(images)[:, -32:], Xa, atol=1e-4)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nope", "unknown backbone 'nope'"),
+    ("effnet-lite7", "only effnet-lite0"),
+    ("timm:definitely_not_a_model", "timm has no model"),
+    ("clip:NoSuchArch:random", "open_clip has no architecture"),
+    ("clip:ViT-B-32", "needs a pretrained tag or a local file"),
+    ("clip:ViT-B-32:/no/such/file.pt", "does not exist"),
+    ("finetuned:nothing-here", "run `fakedet finetune` first"),
+])
+def test_bad_specs_fail_clearly(spec, message):
+    with pytest.raises(BackboneError, match=message):
+        create_backbone(spec, device="cpu")
+
+
+@pytest.mark.parametrize("spec", ["clip:ViT-B-32:laion2b_s34b_b79k", "timm:convnext_tiny"])
+def test_hub_backbone_offline_names_alternatives(spec, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    data = tmp_path / "img.png"
+    make_image("smooth", 32).save(data)
+    run = subprocess.run(
+        [sys.executable, "-m", "fakedet.cli", "extract", str(data), "--backbone", spec, "--cache", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "error: could not" in run.stderr and "effnet-lite0" in run.stderr and "local weights file" in run.stderr
+    assert "Traceback" not in run.stderr
