@@ -1,6 +1,7 @@
 """Command line: a thin click layer over the library. Each command parses options and calls the API."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -148,6 +149,214 @@ def demo(root, cache, quiet):
     from .demo import run_demo
 
     run_demo(root, cache=cache, progress=not quiet, echo=click.echo)
+
+HEAD_NAMES = "knn, logreg, linsvm, svm, mlp, centroid"  # fakedet.heads.HEADS; not imported here to keep startup fast
+
+
+def data_option(f):
+    return click.option("--data", "-d", default=None,
+                        help="dataset folder/zip, .h5 cache file or dataset name [default: the only cache]")(f)
+
+
+def fit_options(f):
+    options = [
+        click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+                     help="validation fraction (of train when the dataset has split folders)"),
+        click.option("--test-size", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+                     help="test fraction, used when the dataset has no test folder"),
+        click.option("--seed", type=int, default=0, help="random_state of splits and heads"),
+        click.option("--preprocess", default=None, help="feature preprocessing: l2,standard,pca:K or none "
+                                                        "[default: the head's]"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def run_options(f):
+    """Options for embedding images that are not cached yet, with a model's backbone."""
+    options = [
+        click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="local weights file, if the model's backbone was made from one"),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto"),
+        click.option("--batch-size", type=click.IntRange(1), default=64),
+        click.option("--workers", type=click.IntRange(0), default=None,
+                     help="image decoding processes [default: spare cores, 1..4]"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
+    """Head parameters from ``--config FILE`` (a JSON object) updated by ``--param NAME=VALUE`` (JSON values)."""
+    params = json.loads(config.read_text()) if config else {}
+    if not isinstance(params, dict):
+        raise click.BadParameter(f"{config} must hold a JSON object of head parameters", param_hint="--config")
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{pair!r}: use NAME=VALUE, e.g. C=0.1", param_hint="--param")
+        try:
+            params[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name.strip()] = value
+    return params
+
+
+def write_table(table: pd.DataFrame, out: Path) -> None:
+    """A table as ``.json`` (records) or CSV, by the file suffix."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        table.to_json(out, orient="records", indent=2)
+    else:
+        table.to_csv(out, index=False)
+
+
+@cli.command()
+@data_option
+@click.option("--backbone", "-b", default=None,
+              help="embedding set: backbone spec, key or key prefix [default: the only set]")
+@click.option("--head", default="logreg", help=f"classifier head: {HEAD_NAMES}")
+@click.option("--param", "-p", multiple=True, help="head parameter NAME=VALUE (value read as JSON), repeatable")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="JSON file with an object of head parameters (--param wins)")
+@fit_options
+@click.option("--cv", type=click.IntRange(0), default=0, help="also report K-fold cross-validation on train+val")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="model folder [default: <cache>/models/<dataset>-<key>-<head>]")
+@cache_option
+def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, out, cache):
+    """Fit a classifier head on cached embeddings; save it with its metrics."""
+    from .detector import fit as run, model_dir
+    from .metrics import format_metrics
+
+    detector = run(data, backbone, head, params=parse_params(param, config), preprocess=preprocess, cache=cache,
+                   val_size=val_size, test_size=test_size, cv=cv, random_state=seed)
+    training = detector.training
+    click.echo(f"{head} on {training['dataset']} / {detector.key}: split by {training['split']}")
+    for name, metrics in detector.metrics.items():
+        if name == "cv":
+            click.secho(f"[{metrics['folds']}-fold cross-validation on train+val, threshold 0.5]", bold=True)
+            click.echo("\n".join(f"{k:<20}{metrics['mean'][k]:>11.4f} ± {metrics['std'][k]:.4f}"
+                                 for k in ("accuracy", "balanced_accuracy", "roc_auc", "average_precision")))
+        else:
+            click.secho(f"[{name}]", bold=True)
+            click.echo(format_metrics(metrics))
+    directory = detector.save(out or model_dir(f"{training['dataset']}-{detector.key}-{head}", cache))
+    click.echo(f"model saved to {directory} (threshold {detector.threshold:.4f} chosen on "
+               f"{training['threshold_from']})")
+
+
+@cli.command()
+@click.argument("model")
+@data_option
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
+              help="[default: test split of the training data, all labelled images of another dataset]")
+@click.option("--key", default=None, help="embedding set to score, e.g. a perturbed one [default: the model's]")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write per-image predictions (.csv or .json)")
+@run_options
+@cache_option
+@quiet_option
+def evaluate(model, data, split, key, out, checkpoint, device, batch_size, workers, cache, quiet):
+    """Metrics of MODEL (folder or name) on a split of its data or on another dataset."""
+    from .detector import Detector, evaluate as run, find_model
+    from .metrics import format_metrics
+
+    directory = find_model(model, cache)
+    detector = Detector.load(directory)
+    result = run(detector, data, split=split, key=key, cache=cache, checkpoint=checkpoint, device=device,
+                 batch_size=batch_size, workers=workers, progress=not quiet)
+    click.secho(f"[{result.name}] {len(result.predictions)} images, threshold {detector.threshold:.4f}", bold=True)
+    if result.excluded:
+        click.echo(f"left out {result.excluded} images identical to ones the model was fit or tuned on")
+    click.echo(format_metrics(result.metrics))
+    detector.metrics[result.name] = result.metrics
+    click.echo(f"metrics added to {detector.save_metrics(directory)}")
+    if out is not None:
+        write_table(result.predictions, out)
+        click.echo(f"predictions written to {out}")
+
+
+@cli.command()
+@data_option
+@click.option("--backbone", "-b", multiple=True,
+              help="embedding set (spec, key or key prefix), repeatable [default: every unperturbed set]")
+@click.option("--head", multiple=True, help=f"{HEAD_NAMES}; repeatable [default: every head]")
+@fit_options
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              help="folder for compare-<dataset>.csv and .md")
+@cache_option
+def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, cache):
+    """Fit every head on every embedding set; one table, best first."""
+    from .detector import compare as run, find_store, save_table
+
+    store = find_store(data, cache)
+    table = run(store.path, list(backbone) or None, list(head) or None, preprocess=preprocess,
+                val_size=val_size, test_size=test_size, random_state=seed)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    csv, md = save_table(table, out / f"compare-{store.path.stem}")
+    click.echo(f"written to {csv} and {md}")
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=".csv or .json file [default: CSV on stdout]")
+@run_options
+@cache_option
+@quiet_option
+def predict(model, images, out, checkpoint, device, batch_size, workers, cache, quiet):
+    """P(fake) and label for IMAGES (files, folders or zips) with MODEL (folder or name)."""
+    from .detector import Detector, find_model, predict as run
+
+    detector = Detector.load(find_model(model, cache))
+    table = run(detector, list(images), cache=cache, checkpoint=checkpoint, device=device,
+                batch_size=batch_size, workers=workers, progress=not quiet)
+    if out is None:
+        click.echo(table.to_csv(index=False), nl=False)
+    else:
+        write_table(table, out)
+    counts = table["label"].replace("", "unreadable").value_counts()
+    click.echo(f"{len(table)} files: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+               + (f"; written to {out}" if out else ""), err=True)
+
+
+@cli.command()
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--backbone", "-b", required=True, help="CLIP backbone: clip:<arch>:<tag or local file>")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="local open_clip weights file (instead of a tag in the spec)")
+@click.option("--real-prompt", multiple=True, help="text describing a real image (repeatable) [default: built-in set]")
+@click.option("--fake-prompt", multiple=True, help="text describing a generated image (repeatable)")
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help='JSON file {"real": [...], "fake": [...]}')
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+@click.option("--batch-size", type=click.IntRange(1), default=64)
+@click.option("--workers", type=click.IntRange(0), default=None)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write the metrics as JSON")
+@cache_option
+@quiet_option
+def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, split, device, batch_size, workers,
+             out, cache, quiet):
+    """Zero-shot CLIP baseline: score DATA with text prompts, report the same metrics as evaluate."""
+    from .metrics import format_metrics
+    from .zeroshot import load_prompts, zeroshot as run
+
+    chosen = load_prompts(prompts, list(real_prompt), list(fake_prompt))
+    result = run(data, backbone, prompts=chosen, checkpoint=checkpoint, split=split, cache=cache, device=device,
+                 batch_size=batch_size, workers=workers, progress=not quiet)
+    click.echo(f"zero-shot {backbone} on {result.name}")
+    click.echo(format_metrics(result.metrics))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"backbone": backbone, "prompts": chosen, "metrics": result.metrics}, indent=2))
+        click.echo(f"written to {out}")
 
 
 def main() -> None:

@@ -142,3 +142,26 @@ def test_hub_backbone_offline_names_alternatives(spec, tmp_path):
     assert run.returncode == 2, run.stderr
     assert "error: could not" in run.stderr and "effnet-lite0" in run.stderr and "local weights file" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_multi_layer_features_see_a_low_level_artefact():
+    """Faint extra pixel noise (a generator-like trace) is read far better from intermediate stages."""
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def image(i: int, fake: bool) -> Image.Image:
+        pixels = np.asarray(make_image("smooth", 64, seed=i), np.float32)
+        if fake:
+            pixels = pixels + np.random.default_rng(10_000 + i).normal(0, 5, pixels.shape)
+        return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+    n = 100
+    images, y = [image(i, i % 2 == 1) for i in range(2 * n)], np.arange(2 * n) % 2
+    scores = {}
+    for layers in ("final", "multi"):
+        X = create_backbone("effnet-lite0", layers=layers, resize="64", precision="fp32", device="cpu").embed_images(images)
+        head = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(X[:n], y[:n])
+        scores[layers] = head.score(X[n:], y[n:])
+    assert scores["multi"] >= 0.85 and scores["multi"] >= scores["final"] + 0.1, scores
