@@ -150,6 +150,7 @@ def demo(root, cache, quiet):
 
     run_demo(root, cache=cache, progress=not quiet, echo=click.echo)
 
+
 HEAD_NAMES = "knn, logreg, linsvm, svm, mlp, centroid"  # fakedet.heads.HEADS; not imported here to keep startup fast
 
 
@@ -159,6 +160,7 @@ def data_option(f):
 
 
 def fit_options(f):
+    """Split and preprocessing options shared by fit and compare."""
     options = [
         click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
                      help="validation fraction (of train when the dataset has split folders)"),
@@ -250,24 +252,45 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
 
 @cli.command()
 @click.argument("model")
-@data_option
+@click.option("--data", "-d", multiple=True,
+              help="dataset folder/zip, .h5 cache or dataset name; repeat for a cross-dataset table "
+                   "[default: the model's own data]")
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
               help="[default: test split of the training data, all labelled images of another dataset]")
 @click.option("--key", default=None, help="embedding set to score, e.g. a perturbed one [default: the model's]")
+@click.option("--perturb", multiple=True,
+              help="score perturbed copies too, repeatable: jpeg:q=75, blur:sigma=1, resize:0.5")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="also write per-image predictions (.csv or .json)")
+              help="also write per-image predictions, or the table with --perturb / several --data (.csv or .json)")
 @run_options
 @cache_option
 @quiet_option
-def evaluate(model, data, split, key, out, checkpoint, device, batch_size, workers, cache, quiet):
-    """Metrics of MODEL (folder or name) on a split of its data or on another dataset."""
-    from .detector import Detector, evaluate as run, find_model
+def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_size, workers, cache, quiet):
+    """Metrics of MODEL (folder or name) on a split of its data, under perturbations, or on other datasets."""
+    from .detector import Detector, evaluate as run, find_model, to_markdown
     from .metrics import format_metrics
 
     directory = find_model(model, cache)
     detector = Detector.load(directory)
-    result = run(detector, data, split=split, key=key, cache=cache, checkpoint=checkpoint, device=device,
-                 batch_size=batch_size, workers=workers, progress=not quiet)
+    options = dict(split=split, cache=cache, checkpoint=checkpoint, device=device, batch_size=batch_size,
+                   workers=workers, progress=not quiet)
+    if perturb or len(data) > 1:
+        from .perturb import parse_perturbation
+        from .robustness import cross_evaluate, evaluate_perturbed
+
+        if perturb and len(data) > 1:
+            raise click.UsageError("--perturb works on one dataset at a time")
+        if perturb:
+            table = evaluate_perturbed(detector, [parse_perturbation(p) for p in perturb],
+                                       data[0] if data else None, **options)
+        else:
+            table = cross_evaluate(detector, list(data), **options)
+        click.echo(to_markdown(table))
+        if out is not None:
+            write_table(table, out)
+            click.echo(f"table written to {out}")
+        return
+    result = run(detector, data[0] if data else None, key=key, **options)
     click.secho(f"[{result.name}] {len(result.predictions)} images, threshold {detector.threshold:.4f}", bold=True)
     if result.excluded:
         click.echo(f"left out {result.excluded} images identical to ones the model was fit or tuned on")
@@ -357,6 +380,134 @@ def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, spli
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"backbone": backbone, "prompts": chosen, "metrics": result.metrics}, indent=2))
         click.echo(f"written to {out}")
+
+
+def projection_options(f):
+    """How an embedding set is projected to 2-D (fakedet.project.ProjectionParams)."""
+    options = [
+        click.option("--method", type=click.Choice(["umap", "tsne", "pca"]), default="umap", help="projection"),
+        click.option("--neighbors", type=click.IntRange(2), default=15, help="UMAP n_neighbors"),
+        click.option("--min-dist", type=click.FloatRange(0), default=0.1, help="UMAP min_dist"),
+        click.option("--perplexity", type=click.FloatRange(0, min_open=True), default=30.0, help="t-SNE perplexity"),
+        click.option("--pca", type=click.IntRange(0), default=50,
+                     help="PCA pre-reduction to this many dimensions before t-SNE/UMAP (0 = none)"),
+        click.option("--subsample", type=click.IntRange(0), default=20_000,
+                     help="project at most this many images, stratified by label (0 = all)"),
+        click.option("--seed", type=int, default=0, help="random_state of subsample and projection"),
+        click.option("--n-jobs", type=click.IntRange(1), default=None, help="threads [default: all cores]"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def projection_params(kw: dict):
+    from .project import ProjectionParams
+
+    return ProjectionParams(method=kw["method"], n_neighbors=kw["neighbors"], min_dist=kw["min_dist"],
+                            perplexity=kw["perplexity"], pca=kw["pca"], subsample=kw["subsample"],
+                            random_state=kw["seed"])
+
+
+@cli.command()
+@data_option
+@click.option("--backbone", "-b", default=None,
+              help="embedding set: backbone spec, key or key prefix [default: the only set]")
+@projection_options
+@click.option("--recompute", is_flag=True, help="recompute even if the cache holds this projection")
+@cache_option
+def project(data, backbone, recompute, cache, n_jobs, **kw):
+    """2-D projection (UMAP, t-SNE, PCA) of an embedding set, cached in the store for reports."""
+    from .detector import find_store, pick_set
+    from .project import project as run
+
+    store = find_store(data, cache)
+    result = run(store, pick_set(store, backbone), projection_params(kw), n_jobs=n_jobs, recompute=recompute)
+    how = "read from the cache" if result.cached else f"computed in {result.seconds:.1f}s"
+    click.echo(f"{result.name} of {result.key}: {len(result.ids)} of {result.params['n_total']} images, "
+               f"{how} ({store.path})")
+
+
+@cli.command()
+@data_option
+@click.option("--backbone", "-b", default=None,
+              help="embedding set: backbone spec, key or key prefix [default: the model's, or the only set]")
+@click.option("--model", "-m", default=None, help="model folder or name under <cache>/models: add its evaluation")
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
+              help="split the model is evaluated on [default: test, else val; all images of another dataset]")
+@projection_options
+@click.option("--mistakes", type=click.IntRange(0), default=8,
+              help="thumbnails of the most confident mistakes, per kind")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="HTML file, or folder for index.html [default: reports/<name>/index.html]")
+@cache_option
+def report(data, backbone, model, split, mistakes, out, cache, n_jobs, **kw):
+    """One self-contained HTML report: dataset checks, projection and (with --model) evaluation."""
+    import shlex
+
+    from .report import write_report
+
+    path = write_report(data, backbone, model, split=split, cache=cache, out=out, projection=projection_params(kw),
+                        n_jobs=n_jobs, command=shlex.join(["fakedet", *sys.argv[1:]]), n_mistakes=mistakes)
+    click.echo(f"report written to {path}")
+
+
+@cli.command()
+@click.option("--data", "-d", required=True, type=click.Path(exists=True, path_type=Path),
+              help="dataset folder or .zip (the heads' splits are used: train to learn, val to pick the epoch)")
+@click.option("--backbone", "-b", default="effnet-lite0", help=f"backbone to fine-tune: {', '.join(list_backbones())}")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="local weights file for the backbone")
+@click.option("--name", default=None, help="run name: written to <cache>/finetuned/<name>/ [default: <backbone>-<dataset>]")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="run folder [default: <cache>/finetuned/<name>]")
+@click.option("--image-size", type=click.IntRange(0), default=96,
+              help="training and embedding size (images squashed to it); 0 = the backbone's own preprocessing")
+@click.option("--epochs", type=click.IntRange(1), default=3)
+@click.option("--batch-size", type=click.IntRange(1), default=64)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, help="backbone learning rate (AdamW)")
+@click.option("--head-lr", type=click.FloatRange(0, min_open=True), default=1e-3, help="head learning rate")
+@click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+              help="backbone lr multiplier per parameter group below the top (1 = none)")
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.05)
+@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              help="fraction of the steps with linear warm-up (then cosine decay)")
+@click.option("--clip-grad", type=click.FloatRange(0), default=1.0, help="gradient norm clipping (0 = off)")
+@click.option("--freeze", type=click.IntRange(0), default=0,
+              help="freeze the first N parameter groups (stem, then stages / transformer blocks)")
+@click.option("--bn-stats", type=click.Choice(["frozen", "train"]), default="frozen",
+              help="batch-norm statistics: keep the pretrained ones (matches the linear-probe start) or update them")
+@click.option("--flip/--no-flip", default=True, help="random horizontal flips")
+@click.option("--crop-scale", type=click.FloatRange(0, 1, min_open=True), default=0.6,
+              help="random resized crop: smallest area fraction (1 = no crop)")
+@click.option("--blur-jpeg", type=click.FloatRange(0, 1), default=0.5,
+              help="probability of each of blur (sigma 0-3) and JPEG re-compression (quality 30-100)")
+@click.option("--limit", type=click.IntRange(1), default=None, help="train on a stratified seeded subset of N images")
+@click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              help="validation fraction (of train when the dataset has split folders)")
+@click.option("--test-size", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              help="test fraction held out, used when the dataset has no test folder")
+@click.option("--seed", type=int, default=0, help="random_state of splits, subset, augmentation and training")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+              help="autocast precision; auto = bf16 on CPUs with bf16 units and on CUDA, else fp32")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+@click.option("--workers", type=click.IntRange(0), default=None, help="image decoding processes [default: spare cores, 1..4]")
+@click.option("--resume/--restart", default=True,
+              help="continue an interrupted run with the same configuration, or discard it and start over")
+@cache_option
+@quiet_option
+def finetune(data, name, out, image_size, seed, device, workers, resume, cache, quiet, **kw):
+    """Fine-tune a whole backbone plus a linear head on DATA; the result is a new backbone.
+
+    Starts from a logistic regression on the frozen embeddings, keeps the epoch with the lowest
+    validation loss and resumes after an interruption. Then e.g.
+    `fakedet extract DATA --backbone finetuned:<name>`.
+    """
+    from .finetune import finetune as run
+
+    result = run(data, name=name, cache=cache, out_dir=out, device=device, workers=workers, resume=resume,
+                 progress=not quiet, image_size=image_size or None, random_state=seed, **kw)
+    click.echo(result.summary())
 
 
 def main() -> None:

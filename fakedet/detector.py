@@ -15,11 +15,13 @@ refuse the file (``UntrustedModel``); ``trusted=True`` is never used.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,9 @@ from .heads import HEADS, get_head, head_params, make_head
 from .metrics import binary_metrics, choose_threshold
 from .splits import assign_splits, cv_folds
 from .store import DEFAULT_CACHE, Embeddings, Store, StoreError, store_path, versions
+
+if TYPE_CHECKING:
+    from .backbones import Backbone
 
 FORMAT = "fakedet-model/1"
 MODEL_FILE, META_FILE, METRICS_FILE, SPLITS_FILE = "model.skops", "model.json", "metrics.json", "splits.csv"
@@ -100,7 +105,7 @@ class Detector:
                 + self.extract_command()
             )
 
-    def create_backbone(self, checkpoint: str | Path | None = None, device: str = "auto"):
+    def create_backbone(self, checkpoint: str | Path | None = None, device: str = "auto") -> "Backbone":
         """The backbone this model was fit on, re-created and checked against the fingerprint."""
         from .backbones import create_backbone
 
@@ -175,7 +180,8 @@ def find_store(data: str | Path | None = None, cache: str | Path | None = None) 
     if data is None:
         if len(caches) == 1:
             return Store(caches[0])
-        raise StoreError(f"{'several caches' if caches else 'no cache'} in {root}; pass --data with one of:\n  {listing}")
+        found = "several caches" if caches else "no cache"
+        raise StoreError(f"{found} in {root}; pass --data with one of:\n  {listing}")
     path = Path(data)
     if path.suffix in (".h5", ".hdf5"):
         return Store(path)
@@ -183,7 +189,8 @@ def find_store(data: str | Path | None = None, cache: str | Path | None = None) 
         return Store(store_path(open_source(path).name, cache))
     store = Store(store_path(str(data), cache))
     if not store.exists:
-        raise StoreError(f"{data} is neither a dataset, a cache file nor a cached dataset; caches in {root}:\n  {listing}")
+        raise StoreError(f"{data} is neither a dataset, a cache file nor a cached dataset; "
+                         f"caches in {root}:\n  {listing}")
     return store
 
 
@@ -327,21 +334,21 @@ def matching_set(store: Store, detector: Detector) -> str | None:
     return sets["key"].iloc[0] if len(sets) else None
 
 
-class _Backbone:
-    """Creates the model's backbone on first use only (cached embeddings need none)."""
-
-    def __init__(self, detector: Detector, checkpoint=None, device: str = "auto"):
-        self.detector, self.checkpoint, self.device, self.value = detector, checkpoint, device, None
-
-    def __call__(self):
-        if self.value is None:
-            self.value = self.detector.create_backbone(self.checkpoint, self.device)
-        return self.value
+def lazy_backbone(detector: Detector, checkpoint=None, device: str = "auto") -> Callable[[], "Backbone"]:
+    """The model's backbone, created on first call only (cached embeddings need none)."""
+    return functools.cache(functools.partial(detector.create_backbone, checkpoint, device))
 
 
-def embed_source(detector: Detector, source: str | Path, cache=None, *, backbone: _Backbone | None = None,
-                 batch_size: int = 64, workers: int | None = None, progress: bool = False
-                 ) -> tuple[Embeddings, pd.DataFrame, Store]:
+def embed_source(
+    detector: Detector,
+    source: str | Path,
+    cache: str | Path | None = None,
+    *,
+    backbone: Callable[[], "Backbone"] | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = False,
+) -> tuple[Embeddings, pd.DataFrame, Store]:
     """Embeddings of a folder or zip for ``detector``: from the cache, extracting what is missing.
 
     Returns (embeddings, the files as discovered now, the store).
@@ -353,7 +360,7 @@ def embed_source(detector: Detector, source: str | Path, cache=None, *, backbone
     key = matching_set(store, detector)
     done = set(store.embedded_ids(key)) | set(store.failures()["id"]) if key else set()
     if not set(frame.loc[frame["error"] == "", "id"]) <= done:
-        backbone = backbone or _Backbone(detector)
+        backbone = backbone or lazy_backbone(detector)
         key = extract(source, backbone(), cache=cache, frame=frame, batch_size=batch_size, workers=workers,
                       progress=progress).key
     emb = store.load(key)
@@ -403,12 +410,12 @@ def evaluate(
     if split not in (None, "train", "val", "test", "all"):
         raise ValueError(f"split must be train, val, test or all, not {split!r}")
     store = Store(detector.training["store"]) if data is None else find_store(data, cache)
-    own = store.path.resolve() == Path(detector.training["store"]).resolve()
+    own = store.path.resolve() == Path(detector.training.get("store", "")).resolve()
     if key is not None:
         emb = store.load(key)
         detector.check(emb)
     elif data is not None and not own and Path(data).exists() and Path(data).suffix not in (".h5", ".hdf5"):
-        emb = embed_source(detector, data, cache, backbone=_Backbone(detector, checkpoint, device),
+        emb = embed_source(detector, data, cache, backbone=lazy_backbone(detector, checkpoint, device),
                            batch_size=batch_size, workers=workers, progress=progress)[0]
     else:
         found = matching_set(store, detector)
@@ -524,10 +531,10 @@ def predict(
     """P(fake) and label for images, folders and zips: columns path, p_fake, label, error.
 
     Folders and zips are embedded through the cache (extracting what is missing, with the model's
-    backbone and settings); loose image files are embedded in memory. Files that cannot be read
-    get a row with the reason in ``error`` instead of stopping the batch.
+    backbone and settings); loose image files are embedded in memory, not cached. Files that
+    cannot be read get a row with the reason in ``error`` instead of stopping the batch.
     """
-    backbone = _Backbone(detector, checkpoint, device)
+    backbone = lazy_backbone(detector, checkpoint, device)
     rows: list[dict] = []
     loose: list[tuple[int, Path]] = []
     for item in map(Path, inputs):
@@ -550,20 +557,20 @@ def predict(
                              "error": error})
         else:
             loose.append((len(rows), item))
-            rows.append({"path": str(item)})
-    images = []
-    for index, path in loose:
-        try:
-            images.append((index, decode_image(path.read_bytes())))
-        except (ImageDecodeError, OSError) as err:
-            rows[index]["error"] = str(err)
-    if images:
-        X = backbone().embed_images([image for _, image in images], batch_size=batch_size)
-        for (index, _), p_fake in zip(images, detector.predict_proba(X)):
-            rows[index]["p_fake"] = float(p_fake)
+            rows.append({"path": str(item), "error": ""})
+    for start in range(0, len(loose), batch_size):
+        images = []
+        for index, path in loose[start : start + batch_size]:
+            try:
+                images.append((index, decode_image(path.read_bytes())))
+            except (ImageDecodeError, OSError) as err:
+                rows[index]["error"] = str(err)
+        if images:
+            X = backbone().embed_images([image for _, image in images], batch_size=batch_size)
+            for (index, _), p_fake in zip(images, detector.predict_proba(X)):
+                rows[index]["p_fake"] = float(p_fake)
     table = pd.DataFrame(rows, columns=["path", "p_fake", "error"])
     table["p_fake"] = table["p_fake"].astype(float)
-    table["error"] = table["error"].fillna("")
     table.insert(2, "label", np.where(table["p_fake"].isna(), "",
                                       np.where(table["p_fake"] >= detector.threshold, "fake", "real")))
     return table

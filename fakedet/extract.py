@@ -120,10 +120,15 @@ def extract(
     frame: pd.DataFrame | None = None,
     progress: bool = True,
 ) -> ExtractResult:
-    """Embed every readable image of ``source`` (folder, zip or file) into the cache; resumable."""
+    """Embed every readable image of ``source`` (folder, zip or file) into the cache; resumable.
+
+    ``frame``: embed only these rows of ``source`` (as from ``discover``), merged into the store's
+    image table; by default the whole source is discovered and its table replaces the stored one.
+    """
     start = time.perf_counter()
     src = open_source(source)
-    if frame is None:
+    full = frame is None
+    if full:
         frame = discover(source, progress=progress)
     if not isinstance(backbone, Backbone):
         backbone = create_backbone(
@@ -140,7 +145,7 @@ def extract(
         "perturb": perturb.name if perturb else "",
     }
     with store.writer(source=src.root) as writer:
-        writer.write_images(frame)
+        writer.write_images(frame, replace=full)
         header_failures = frame.loc[frame["error"] != "", ["id", "path", "error"]].rename(columns={"error": "reason"})
         if len(header_failures):
             writer.add_failures(header_failures)

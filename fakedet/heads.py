@@ -63,13 +63,14 @@ def _mlp(p: dict, random_state: int, n_samples: int) -> list[tuple[str, BaseEsti
 
 @dataclass(frozen=True)
 class Head:
-    """A named head: its classifier class (whose parameters ``params`` may set), defaults,
-    default preprocessing and how to build its final pipeline steps."""
+    """A named head: its classifier class (whose parameters ``params`` may set), defaults, default
+    preprocessing; ``calibrate`` wraps it for P(fake), ``build`` replaces the generic construction."""
 
     estimator: type
     defaults: dict
     preprocess: str
     description: str
+    calibrate: bool = False
     build: Callable[[dict, int, int], list[tuple[str, BaseEstimator]]] | None = None
 
     def steps(self, params: dict, random_state: int, n_samples: int) -> list[tuple[str, BaseEstimator]]:
@@ -78,20 +79,19 @@ class Head:
         if "random_state" in inspect.signature(self.estimator).parameters:
             params = {"random_state": random_state, **params}
         estimator = self.estimator(**params)
-        wrap = self.estimator in (LinearSVC, NearestCentroid)  # no probabilities of their own
-        return [("head", _calibrated(estimator) if wrap else estimator)]
+        return [("head", _calibrated(estimator) if self.calibrate else estimator)]
 
 
 HEADS: dict[str, Head] = {
     "knn": Head(KNeighborsClassifier, {"n_neighbors": 15, "weights": "distance", "metric": "cosine",
                                        "algorithm": "brute"}, "none", "k nearest neighbours, cosine distance"),
     "logreg": Head(LogisticRegression, {"C": 1.0, "max_iter": 2000}, "standard", "logistic regression"),
-    "linsvm": Head(LinearSVC, {"C": 1.0}, "standard", "linear SVM, sigmoid-calibrated"),
+    "linsvm": Head(LinearSVC, {"C": 1.0}, "standard", "linear SVM, sigmoid-calibrated", calibrate=True),
     "svm": Head(SVC, {"C": 1.0, "gamma": "scale", "exact_max": 10_000, "n_components": 1000}, "standard",
-                "RBF SVM (Nystroem approximation above exact_max samples), sigmoid-calibrated", _svm),
+                "RBF SVM (Nystroem approximation above exact_max samples), sigmoid-calibrated", build=_svm),
     "mlp": Head(MLPClassifier, {"hidden_layer_sizes": (256,), "alpha": 1e-4, "max_iter": 300,
-                                "early_stopping": "auto"}, "standard", "one-hidden-layer perceptron", _mlp),
-    "centroid": Head(NearestCentroid, {}, "l2", "nearest class centroid, sigmoid-calibrated"),
+                                "early_stopping": "auto"}, "standard", "one-hidden-layer perceptron", build=_mlp),
+    "centroid": Head(NearestCentroid, {}, "l2", "nearest class centroid, sigmoid-calibrated", calibrate=True),
 }
 
 

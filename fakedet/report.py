@@ -26,17 +26,19 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from .datasets import LABEL_NAMES, ImageDecodeError, decode_image, duplicates, open_source
-from .project import Projection, ProjectionParams, project
+from .project import Projection, ProjectionParams, project, set_frame
 from .store import Store, versions
 
 DEFAULT_REPORTS = Path("reports")
 COLOURS = {0: "#1f77b4", 1: "#d62728", -1: "#9a9a9a"}
 CORRECT, WRONG, OUTSIDE = "#2ca02c", "#ff7f0e", "#dddddd"
-# shortcut thresholds: total-variation distance between the real and fake distributions, and
-# the ratio of mean file sizes, above which the report warns
-FORMAT_TV, RESOLUTION_TV, FILE_SIZE_RATIO = 0.1, 0.1, 1.25
+# shortcut thresholds, above which the report warns: total-variation distance between the real
+# and fake distributions of formats and resolutions; ratio of mean file sizes; how well file size
+# alone separates the classes (ROC AUC, either direction)
+FORMAT_TV, RESOLUTION_TV, FILE_SIZE_RATIO, FILE_SIZE_AUC = 0.1, 0.1, 1.25, 0.8
 THUMB = 112
 MAX_ROWS = 50
 
@@ -160,12 +162,15 @@ def shortcut_warnings(images: pd.DataFrame) -> list[str]:
             "compare at matched sizes.")
     means = ok.groupby(labels)["nbytes"].mean()
     ratio = means.max() / max(means.min(), 1)
-    if ratio >= FILE_SIZE_RATIO:
+    auc = roc_auc_score(labels, ok["nbytes"])
+    separation = max(auc, 1 - auc)
+    if ratio >= FILE_SIZE_RATIO or separation >= FILE_SIZE_AUC:
         bigger = _label_name(means.idxmax())
         found.append(
-            f"Mean file size differs by {ratio:.2f}x ({bigger} files are larger: real {_kb(means[0])}, "
-            f"fake {_kb(means[1])}). File size reflects compression and content complexity and is "
-            "an easy shortcut.")
+            f"File sizes differ between real and fake: {bigger} files are larger on average "
+            f"(real {_kb(means[0])}, fake {_kb(means[1])}, {ratio:.2f}x) and file size alone tells the "
+            f"classes apart with ROC AUC {separation:.2f}. Size reflects compression and content "
+            "complexity and is an easy shortcut.")
     return found
 
 
@@ -255,6 +260,15 @@ def _failures_html(failures: pd.DataFrame) -> str:
     more = f"<p>(first {MAX_ROWS} of {len(failures)})</p>" if len(failures) > MAX_ROWS else ""
     return (f"<p>{len(failures)} files could not be embedded.</p>" + _table(counts.head(20))
             + _table(failures[["path", "reason"]].head(MAX_ROWS)) + more)
+
+
+def mark_failures(images: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+    """The image table with files that could not be embedded marked unreadable (``error`` = reason):
+    discovery parses headers only, so a truncated file may look readable there."""
+    if images.empty or failures.empty:
+        return images
+    reasons = images["id"].map(failures.drop_duplicates("id").set_index("id")["reason"]).fillna("")
+    return images.assign(error=images["error"].where(images["error"] != "", reasons))
 
 
 def dataset_section(images: pd.DataFrame, failures: pd.DataFrame, dups: pd.DataFrame) -> str:
@@ -504,15 +518,18 @@ def render_report(
     title: str | None = None,
 ) -> str:
     """The report page as one HTML string (computes the projection unless it is cached)."""
+    key = store.resolve_key(key)
     attrs = store.attrs()
-    images, failures = store.images(), store.failures()
-    data = store.load(key)
+    failures = store.failures()
+    images = mark_failures(store.images(), failures)
+    frame = set_frame(store, key)
     proj = project(store, key, projection, n_jobs=n_jobs)
     dups = duplicates(images) if not images.empty else pd.DataFrame()
     warnings = (shortcut_warnings(images) if not images.empty else []) + leak_warnings(dups)
     title = title or report_name(store.path.stem, key, model.name if model else None)
     command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    set_attrs = {"key": key, "spec": data.attrs.get("spec", ""), "fingerprint": data.attrs.get("fingerprint", "")}
+    described = store.embedding_sets().set_index("key").loc[key]
+    set_attrs = {"key": key, "spec": described["spec"], "fingerprint": described["fingerprint"]}
     nav = ["dataset", "projection"] + (["model"] if model else []) + ["provenance"]
     summary = (_box("warn", ["Warning: " + w for w in warnings]) if warnings
                else '<div class="ok">No format, size or resolution shortcut and no leak found.</div>')
@@ -521,7 +538,7 @@ def render_report(
         "<nav>" + "".join(f'<a href="#{s}">{s}</a>' for s in nav) + "</nav>"
         + "<h2>Warnings</h2>" + summary
         + dataset_section(images, failures, dups)
-        + projection_section(proj, data.frame, model)
+        + projection_section(proj, frame, model)
         + (model_section(model, attrs.get("source", ""), n_mistakes) if model else "")
         + provenance_section(command, store, attrs, set_attrs, proj)
     )
@@ -588,6 +605,8 @@ def write_report(
         directory = find_model(model, cache)
         detector = Detector.load(directory)
         model_name = directory.name
+        if data is None and not detector.training.get("store"):
+            raise ValueError(f"model {directory} does not record the cache it was fit on; pass --data")
         store = find_store(data, cache) if data is not None else Store(detector.training["store"])
         key = store.resolve_key(backbone) if backbone else matching_set(store, detector)
         if key is None:
@@ -605,3 +624,67 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- headless browser
+
+
+CHROMIUM_BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--hide-scrollbars")
+
+
+class BrowserUnavailable(RuntimeError):
+    """No headless Chromium, chromedriver or selenium on this machine."""
+
+
+def find_chromium() -> tuple[str, str]:
+    """(browser binary, chromedriver) found on PATH; BrowserUnavailable with the fix otherwise."""
+    import shutil
+
+    binary = next((found for name in CHROMIUM_BINARIES if (found := shutil.which(name))), None)
+    driver = shutil.which("chromedriver")
+    if binary is None or driver is None:
+        missing = " and ".join(n for n, v in (("chromium", binary), ("chromedriver", driver)) if v is None)
+        raise BrowserUnavailable(f"no {missing} on PATH; install them with scripts/install-browser.sh")
+    return binary, driver
+
+
+def chromium(width: int = 1300, height: int = 900):
+    """A headless Chromium WebDriver (fresh profile, browser console logged); call ``.quit()``."""
+    import tempfile
+
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        raise BrowserUnavailable("selenium is not installed: pip install selenium") from None
+    binary, driver = find_chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    profile = tempfile.mkdtemp(prefix="fakedet-chromium-")
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    browser.profile_dir = profile  # removed by the caller's cleanup (see screenshot)
+    return browser
+
+
+def screenshot(page: str | Path, png: str | Path, width: int = 1300, max_height: int = 30000) -> Path:
+    """Render an HTML file in headless Chromium and save a full-page PNG screenshot."""
+    import shutil
+
+    browser = chromium(width)
+    try:
+        browser.get(Path(page).resolve().as_uri())
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(width, min(int(height) + 40, max_height))
+        Path(png).parent.mkdir(parents=True, exist_ok=True)
+        if not browser.save_screenshot(str(png)):
+            raise BrowserUnavailable(f"Chromium could not write {png}")
+    finally:
+        browser.quit()
+        shutil.rmtree(browser.profile_dir, ignore_errors=True)
+    return Path(png)

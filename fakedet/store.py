@@ -289,9 +289,12 @@ class StoreWriter:
     def _touch(self) -> None:
         self.f.attrs["updated"] = now()
 
-    def write_images(self, frame: pd.DataFrame) -> None:
-        """Replace the image table (the source as discovered now is the truth)."""
-        _write_table(self.f.require_group("images"), frame)
+    def write_images(self, frame: pd.DataFrame, replace: bool = True) -> None:
+        """Replace the image table (a full discovery is the truth), or merge a subset into it by path."""
+        if not replace and "images" in self.f:
+            old = _read_table(self.f["images"])
+            frame = pd.concat([old[~old["path"].isin(frame["path"])], frame]).sort_values("path", kind="stable")
+        _write_table(self.f.require_group("images"), frame.reset_index(drop=True))
         self._touch()
         self.f.flush()
 

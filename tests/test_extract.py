@@ -156,3 +156,13 @@ def test_cli_extract_and_info(tmp_path):
     assert info.exit_code == 0 and "effnet-lite0" in info.output and "failures: 4" in info.output
     assert "train/REAL/empty.jpg" in info.output
     os.chmod(data / "train/REAL/0000.jpg", 0o644)
+
+
+def test_subset_merges_into_the_image_table(tmp_path):
+    data = write_tree(tmp_path / "d", layout_files({"real": 3, "fake": 3}))
+    frame = discover(data, progress=False)
+    extract(data, "effnet-lite0", cache=tmp_path, **FAST)
+    result = extract(data, "effnet-lite0", cache=tmp_path, frame=frame.iloc[:2], **{**FAST, "resize": "32"})
+    store = Store(result.store)
+    assert len(store.images()) == 6  # the subset did not replace the table
+    assert len(store.load(result.key).X) == 2

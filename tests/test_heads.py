@@ -7,8 +7,16 @@ from sklearn.decomposition import PCA
 from sklearn.kernel_approximation import Nystroem
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import SVC
+from threadpoolctl import threadpool_limits
 
 from fakedet.heads import HEADS, head_parameters, make_head, preprocessing_steps
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Tiny matrices: extra BLAS threads only contend (the mlp tests ran 10x slower on a busy machine)."""
+    with threadpool_limits(1):
+        yield
 
 
 def blobs(n: int = 400, dim: int = 32, shift: float = 1.5, seed: int = 0):
@@ -68,7 +76,8 @@ def test_svm_is_an_rbf_kernel_machine_exact_or_approximate(exact_max):
 
 def test_parameters_override_defaults_and_are_checked():
     model = make_head("logreg", {"C": 0.01, "class_weight": "balanced"}, random_state=7)
-    assert (model[-1].C, model[-1].class_weight, model[-1].max_iter, model[-1].random_state) == (0.01, "balanced", 2000, 7)
+    head = model[-1]
+    assert (head.C, head.class_weight, head.max_iter, head.random_state) == (0.01, "balanced", 2000, 7)
     assert make_head("knn", {"n_neighbors": 3})[-1].get_params()["n_neighbors"] == 3
     assert make_head("linsvm", {"C": 5.0})[-1].estimator.C == 5.0
     with pytest.raises(ValueError, match="no parameter bogus.*C"):

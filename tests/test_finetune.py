@@ -1,0 +1,259 @@
+"""Fine-tuning: linear-probe start, training, checkpoint registered as a backbone, resume, extract, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from click.testing import CliRunner
+from conftest import layout_files, make_image, write_tree
+from safetensors.torch import save_file
+
+from fakedet import backbones
+from fakedet import finetune as ft
+from fakedet.backbones import ClipFeatures, TimmFeatures, create_backbone, load_clip_model
+from fakedet.cli import cli
+from fakedet.datasets import decode_image, discover, open_source
+from fakedet.extract import extract
+from fakedet.heads import make_head
+from fakedet.metrics import binary_metrics
+from fakedet.splits import assign_splits
+from fakedet.store import Store, per_id
+
+LAYOUT = {"REAL": 24, "FAKE": 24}  # 38 train, 10 val
+# no augmentation: a random network is not flip- or crop-invariant, so its linear probe would not transfer
+FAST = {"backbone": "timm:test_convnext", "image_size": 32, "batch_size": 16, "lr": 1e-4, "head_lr": 1e-3,
+        "blur_jpeg": 0.0, "crop_scale": 1.0, "flip": False, "precision": "fp32", "device": "cpu", "workers": 0,
+        "progress": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and OpenMP spinning stalls them on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A separable dataset, a seeded random test_convnext checkpoint, and a fine-tune run whose
+    probe embeddings come from the cache; ``finetuned:<name>`` resolves under the tmp cache."""
+    tmp = tmp_path_factory.mktemp("finetune")
+    data = write_tree(tmp / "data", layout_files(LAYOUT, size=32))
+    torch.manual_seed(0)
+    weights = tmp / "convnext.safetensors"
+    save_file(timm.create_model("test_convnext", pretrained=False).state_dict(), str(weights))
+    cache = tmp / "cache"
+    base = create_backbone("timm:test_convnext", checkpoint=weights, resize="32", precision="fp32", device="cpu")
+    extract(data, base, cache=cache, workers=0, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backbones, "FINETUNED_DIR", cache / "finetuned")
+        result = ft.finetune(data, name="tiny", cache=cache, checkpoint=str(weights), epochs=2, **FAST)
+        yield {"tmp": tmp, "data": data, "weights": weights, "cache": cache, "base": base, "result": result}
+
+
+def test_training_lowers_loss_and_beats_chance(setup):
+    result = setup["result"]
+    history = result.history
+    assert [h["epoch"] for h in history] == [0, 1, 2] and result.counts == {"train": 38, "val": 10}
+    assert history[0]["probe_from_cache"] == 38  # linear probe fitted on the cached embeddings
+    assert history[2]["train_loss"] < history[1]["train_loss"]
+    best = history[result.best_epoch]
+    assert result.best_epoch in (1, 2) and best["val_loss"] == min(h["val_loss"] for h in history[1:])
+    assert best["val_accuracy"] >= 0.75 and best["val_roc_auc"] > 0.8
+    assert all(h["images"] == 32 and h["images_per_second"] > 0 for h in history[1:])
+    for name in ft.RUN_FILES:
+        assert (result.run_dir / name).is_file(), name
+    saved = json.loads((result.run_dir / "history.json").read_text())
+    assert len(saved["steps"]) == 4 and saved["epochs"][-1]["epoch"] == 2  # 2 full batches per epoch
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["epochs"] == 2 and config["preprocess"]["size"] == 32 and config["precision"] == "fp32"
+    assert "best epoch" in result.summary() and "linear probe" in result.summary()
+
+
+def test_checkpoint_registers_as_backbone(setup):
+    result, base = setup["result"], setup["base"]
+    assert result.spec == "finetuned:tiny" and result.checkpoint == setup["cache"] / "finetuned" / "tiny" / "best.pt"
+    saved = torch.load(result.checkpoint, weights_only=True)
+    assert saved["format"] == ft.FORMAT and saved["base_spec"] == "timm:test_convnext"
+    assert saved["preprocess"]["size"] == 32 and saved["epoch"] == result.best_epoch
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backbones, "FINETUNED_DIR", setup["cache"] / "finetuned")
+        by_name = create_backbone("finetuned:tiny", precision="fp32", device="cpu")
+    by_path = create_backbone(str(result.checkpoint), precision="fp32", device="cpu")
+    assert by_name.fingerprint == by_path.fingerprint != base.fingerprint
+    assert by_name.dim == base.dim and by_name.preprocess.size == 32
+    # the registered backbone + saved head reproduce the trained model's validation loss
+    items = pd.read_csv(result.run_dir / "splits.csv")
+    val = items[items["split"] == "val"]
+    src = open_source(setup["data"])
+    X = by_path.embed_images([decode_image(src.read(p)) for p in val["path"]])
+    with torch.no_grad():
+        p_fake = torch.sigmoid(ft.load_head(result.checkpoint)(torch.from_numpy(X))).squeeze(1).numpy()
+    log_loss = binary_metrics(val["label"].to_numpy(), p_fake)["log_loss"]
+    assert log_loss == pytest.approx(result.history[result.best_epoch]["val_loss"], rel=1e-4)
+    assert not np.allclose(X, base.embed_images([decode_image(src.read(p)) for p in val["path"]]), atol=1e-3)
+
+
+def test_extract_stores_finetuned_embeddings_under_own_fingerprint(setup):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backbones, "FINETUNED_DIR", setup["cache"] / "finetuned")
+        out = extract(setup["data"], "finetuned:tiny", cache=setup["cache"], precision="fp32", device="cpu",
+                      workers=0, progress=False)
+        tuned = create_backbone("finetuned:tiny", precision="fp32", device="cpu")
+    sets = Store(out.store).embedding_sets().set_index("key")
+    assert out.key == tuned.key and out.key.startswith("finetuned_tiny-") and out.key != setup["base"].key
+    assert sets.loc[out.key, "fingerprint"] == tuned.fingerprint != sets.loc[setup["base"].key, "fingerprint"]
+    assert sets.loc[out.key, "count"] == sum(LAYOUT.values())
+
+
+def test_resume_continues_after_interruption(setup, monkeypatch):
+    kw = {**FAST, "checkpoint": str(setup["weights"]), "epochs": 2, "cache": setup["tmp"] / "no-cache"}
+    whole = ft.finetune(setup["data"], out_dir=setup["tmp"] / "whole", **kw)
+    assert whole.history[0]["probe_from_cache"] == 0  # no cache: probe embeddings computed on the fly
+
+    calls = []
+    real_epoch = ft.train_epoch
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "train_epoch", interrupted)
+    run_dir = setup["tmp"] / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune(setup["data"], out_dir=run_dir, **kw)
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
+    calls.clear()
+    resumed = ft.finetune(setup["data"], out_dir=run_dir, **kw)
+    assert len(calls) == 1 and resumed.resumed_from == 1  # only epoch 2 was trained
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+    a = torch.load(setup["tmp"] / "whole" / "last.pt", weights_only=True)["model"]
+    b = torch.load(run_dir / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same weights as the uninterrupted run
+    assert resumed.history[2]["val_loss"] == pytest.approx(whole.history[2]["val_loss"], rel=1e-6)
+    again = ft.finetune(setup["data"], out_dir=run_dir, **kw)  # finished: nothing left to train
+    assert len(calls) == 1 and again.resumed_from == 2
+    with pytest.raises(ValueError, match=r"another configuration \(epochs: 2 -> 3\)"):
+        ft.finetune(setup["data"], out_dir=run_dir, **{**kw, "epochs": 3})
+
+
+def test_cli_finetune(setup):
+    args = ["finetune", "--data", str(setup["data"]), "--backbone", "timm:test_convnext",
+            "--checkpoint", str(setup["weights"]), "--image-size", "32", "--epochs", "1", "--batch-size", "32",
+            "--blur-jpeg", "0", "--precision", "fp32", "--device", "cpu", "--workers", "0",
+            "--cache", str(setup["tmp"] / "cli"), "--name", "cli-run", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "best epoch 1" in result.output and (setup["tmp"] / "cli" / "finetuned" / "cli-run" / "best.pt").is_file()
+    changed = CliRunner().invoke(cli, [*args, "--lr", "1e-3"])
+    assert changed.exit_code == 2 and "another configuration" in changed.output and "--restart" in changed.output
+    restarted = CliRunner().invoke(cli, [*args, "--lr", "1e-3", "--restart"])
+    assert restarted.exit_code == 0, restarted.output
+
+
+def test_clip_tower_with_frozen_stem(tiny_clip, tmp_path):
+    data = write_tree(tmp_path / "data", layout_files({"real": 12, "fake": 12}, size=32))
+    weights = tmp_path / "clip.pt"
+    torch.manual_seed(0)
+    torch.save(load_clip_model(f"{tiny_clip}:random").state_dict(), weights)
+    kw = {**FAST, "backbone": f"clip:{tiny_clip}:{weights}", "image_size": None, "epochs": 1, "freeze": 1}
+    result = ft.finetune(data, out_dir=tmp_path / "run", **kw)
+    tuned = create_backbone(str(result.checkpoint), precision="fp32", device="cpu")
+    base = create_backbone(kw["backbone"], precision="fp32", device="cpu")
+    trunk, base_trunk = tuned.model.trunk, base.model.trunk
+    assert torch.equal(trunk.conv1.weight, base_trunk.conv1.weight)  # stem frozen
+    assert not torch.equal(trunk.transformer.resblocks[1].mlp.c_fc.weight,
+                           base_trunk.transformer.resblocks[1].mlp.c_fc.weight)
+    assert tuned.fingerprint != base.fingerprint and tuned.dim == 32
+
+
+def test_layer_ids_and_param_groups(tiny_clip):
+    torch.manual_seed(0)
+    effnet = TimmFeatures(timm.create_model("test_efficientnet", num_classes=0), (0.5,) * 3, (0.5,) * 3, "final")
+    ids = ft.layer_ids(effnet)
+    assert ids["conv_stem.weight"] == 0 and ids["blocks.0.0.conv.weight"] == 1
+    assert ids["conv_head.weight"] == max(ids.values()) > ids["blocks.3.0.conv_pw.weight"] == 4
+    clip = ClipFeatures(load_clip_model(f"{tiny_clip}:random").visual, (0.5,) * 3, (0.5,) * 3, "final")
+    ids = ft.layer_ids(clip)
+    assert ids["conv1.weight"] == ids["positional_embedding"] == 0
+    assert ids["transformer.resblocks.0.attn.in_proj_weight"] == 1
+    assert ids["proj"] == ids["ln_post.weight"] == ids["transformer.resblocks.1.attn.in_proj_weight"] == 2  # neck
+
+    model = ft.Classifier(effnet, effnet.trunk.num_features)
+    cfg = ft.FinetuneConfig(lr=1e-3, head_lr=1e-2, layer_decay=0.5, freeze=2, weight_decay=0.1)
+    groups = ft.param_groups(model, cfg)
+    top = max(ft.layer_ids(effnet).values())
+    assert not model.features.trunk.conv_stem.weight.requires_grad  # groups 0 and 1 frozen
+    assert not model.features.trunk.blocks[0][0].conv.weight.requires_grad
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    trunk = model.features.trunk
+    assert by_param[id(trunk.conv_head.weight)]["lr"] == pytest.approx(1e-3)
+    assert by_param[id(trunk.blocks[1][0].conv_exp.weight)]["lr"] == pytest.approx(1e-3 * 0.5 ** (top - 2))
+    assert by_param[id(trunk.bn2.weight)]["weight_decay"] == 0
+    assert by_param[id(trunk.conv_head.weight)]["weight_decay"] == 0.1
+    assert by_param[id(model.head.weight)]["lr"] == 1e-2
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="parameter groups"):
+        ft.param_groups(model, ft.FinetuneConfig(freeze=top + 1))
+
+
+def test_probe_head_equals_logistic_regression():
+    rng = np.random.default_rng(0)
+    X = rng.normal(3, [0.01, 1, 10, 5], (200, 4)).astype(np.float32)
+    y = (X[:, 1] + rng.normal(0, 1, 200) > 3).astype(int)
+    head = ft.probe_head(X, y, random_state=0)
+    expected = make_head("logreg", random_state=0).fit(X, y).predict_proba(X)[:, 1]
+    with torch.no_grad():
+        got = torch.sigmoid(head(torch.from_numpy(X))).squeeze(1).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_training_items_use_the_heads_splits(tmp_path):
+    data = write_tree(tmp_path / "d", layout_files({"real": 50, "fake": 50}, size=8))
+    everything = per_id(discover(data, progress=False))
+    split = pd.Series(assign_splits(everything)[0], index=everything["id"])
+    items = ft.training_items(data, progress=False)
+    assert len(items) == 100 and (items["split"].to_numpy() == split.loc[items["id"]].to_numpy()).all()
+    subset = ft.training_items(data, limit=20, progress=False)
+    assert len(subset) == 20 and (subset["split"].to_numpy() == split.loc[subset["id"]].to_numpy()).all()
+    assert subset.groupby(["split", "label"]).size().to_dict() == {("train", 0): 8, ("train", 1): 8,
+                                                                   ("val", 0): 2, ("val", 1): 2}
+    assert subset.equals(ft.training_items(data, limit=20, progress=False))  # seeded
+    assert not set(subset["id"]) == set(ft.training_items(data, limit=20, random_state=1, progress=False)["id"])
+
+
+def test_augment_is_seeded_and_optional():
+    image = make_image("smooth", (40, 30), seed=0)
+    augment = ft.Augment(blur_jpeg=1.0, crop_scale=0.5, flip=True)
+    torch.manual_seed(0)
+    a = [np.asarray(augment(image)) for _ in range(4)]
+    torch.manual_seed(0)
+    b = [np.asarray(augment(image)) for _ in range(4)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert len({x.shape for x in a}) > 1 and all(x.shape[0] <= 30 and x.shape[1] <= 40 for x in a)
+    assert all(x.size >= 0.4 * 40 * 30 * 3 for x in a)
+    assert np.array_equal(np.asarray(ft.Augment(0.0, 1.0, False)(image)), np.asarray(image))
+
+
+def test_warmup_cosine_schedule():
+    factor = ft.warmup_cosine(100, 0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0) and factor(55) == pytest.approx(0.5) and factor(100) == pytest.approx(0)
+    assert all(factor(s) >= factor(s + 1) for s in range(10, 100))
+    assert ft.warmup_cosine(10, 0.0)(0) == 1.0
+
+
+def test_default_name_and_config_checks():
+    assert ft.default_name("clip:ViT-B-32:/x/y/w.pt", "cifake.v2") == "clip_ViT-B-32_w-cifake_v2"
+    assert ft.default_name("effnet-lite0", "cifake-train") == "effnet-lite0-cifake-train"
+    for bad in ({"epochs": 0}, {"crop_scale": 0}, {"blur_jpeg": 1.5}, {"layer_decay": 0}, {"bn_stats": "x"}):
+        with pytest.raises(ValueError):
+            ft.FinetuneConfig(**bad)
