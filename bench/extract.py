@@ -14,7 +14,6 @@ import argparse
 import copy
 import io
 import json
-import resource
 import subprocess
 import sys
 import tempfile

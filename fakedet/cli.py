@@ -10,7 +10,7 @@ import pandas as pd
 
 from . import __version__
 from .backbones import BackboneError, list_backbones
-from .store import DEFAULT_CACHE, Store, StoreError, store_path
+from .store import DEFAULT_CACHE, Store, StoreError
 
 
 class FakedetGroup(click.Group):
@@ -486,7 +486,8 @@ def report(data, backbone, model, split, mistakes, out, cache, n_jobs, **kw):
 @click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               help="validation fraction (of train when the dataset has split folders)")
 @click.option("--test-size", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-              help="test fraction held out, used when the dataset has no test folder")
+              help="test fraction held out, used when the dataset has no test folder (pass the same split options "
+                   "as to fit/compare, so the fine-tune never trains on their val/test images)")
 @click.option("--seed", type=int, default=0, help="random_state of splits, subset, augmentation and training")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
               help="autocast precision; auto = bf16 on CPUs with bf16 units and on CUDA, else fp32")

@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 _LOG_LOSS_EPS = 1e-15
-_PERCENT_KEYS = {
+PERCENT_KEYS = {
     "accuracy", "balanced_accuracy", "ece", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr",
     "precision_real", "recall_real", "f1_real", "precision_fake", "recall_fake", "f1_fake",
 }
@@ -143,7 +143,7 @@ def format_metrics(metrics: dict) -> str:
             text = "n/a"
         elif isinstance(value, (int, np.integer)):
             text = f"{value:d}"
-        elif key in _PERCENT_KEYS:
+        elif key in PERCENT_KEYS:
             text = f"{100 * value:.2f}%"
         else:
             text = f"{value:.4f}"

@@ -19,11 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from .store import Store, StoreError, per_id, versions
+from .store import Store, StoreError, versions
 
 METHODS = ("umap", "tsne", "pca")
 MIN_POINTS = 5
@@ -161,12 +160,6 @@ def _umap(X: np.ndarray, params: ProjectionParams, n_jobs: int) -> np.ndarray:
         return model.fit_transform(X).astype(np.float32)
 
 
-def set_frame(store: Store, key: str) -> pd.DataFrame:
-    """The rows ``Store.load(key).frame`` holds (one per embedded content id), without reading X."""
-    frame = per_id(store.images())
-    return frame[frame["id"].isin(store.embedded_ids(key))].reset_index(drop=True)
-
-
 def project(
     store: Store | str | Path,
     embedding: str,
@@ -179,7 +172,7 @@ def project(
     store when cached for the same images, else computed and written back."""
     store = store if isinstance(store, Store) else Store(store)
     key = store.resolve_key(embedding)
-    current = ids_hash(set_frame(store, key)["id"].to_numpy())
+    current = ids_hash(store.frame(key)["id"].to_numpy())
     cached = None if recompute else store.projection(key, params.name)
     if cached is not None and cached[2].get("ids_hash") == current:
         ids, coords, stored = cached

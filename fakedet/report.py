@@ -29,7 +29,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from .datasets import LABEL_NAMES, ImageDecodeError, decode_image, duplicates, open_source
-from .project import Projection, ProjectionParams, project, set_frame
+from .metrics import PERCENT_KEYS
+from .project import Projection, ProjectionParams, project
 from .store import Store, versions
 
 DEFAULT_REPORTS = Path("reports")
@@ -343,8 +344,7 @@ def _format_metric(key: str, value) -> str:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return f"{value:d}"
     if isinstance(value, (float, np.floating)):
-        ratio = key.startswith(("accuracy", "balanced", "precision", "recall", "f1", "tpr", "ece"))
-        return f"{100 * value:.2f}%" if ratio else f"{value:.4f}"
+        return f"{100 * value:.2f}%" if key in PERCENT_KEYS else f"{value:.4f}"
     return str(value)
 
 
@@ -522,7 +522,7 @@ def render_report(
     attrs = store.attrs()
     failures = store.failures()
     images = mark_failures(store.images(), failures)
-    frame = set_frame(store, key)
+    frame = store.frame(key)
     proj = project(store, key, projection, n_jobs=n_jobs)
     dups = duplicates(images) if not images.empty else pd.DataFrame()
     warnings = (shortcut_warnings(images) if not images.empty else []) + leak_warnings(dups)

@@ -200,6 +200,11 @@ class Store:
             group = f["embeddings"][key]
             return group["ids"][: int(group.attrs["count"])].astype(str)
 
+    def frame(self, key: str) -> pd.DataFrame:
+        """The rows ``load(key).frame`` holds (one per embedded content id), without reading X."""
+        frame = per_id(self.images())
+        return frame[frame["id"].isin(self.embedded_ids(key))].reset_index(drop=True)
+
     def load(self, name: str, *, dtype=np.float32) -> Embeddings:
         """Embeddings of set ``name`` (key or spec) with one image-table row per content id."""
         key = self.resolve_key(name)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 import fakedet.project as projection
 from fakedet.cli import cli
 from fakedet.project import (
-    ProjectionParams, compute_projection, ids_hash, nearest_neighbors, project, set_frame, stratified_subsample,
+    ProjectionParams, compute_projection, ids_hash, nearest_neighbors, project, stratified_subsample,
 )
 from fakedet.store import Store
 
@@ -143,7 +143,7 @@ def test_cached_in_store_and_reused(tmp_path, monkeypatch):
     assert labels.sum() == 10  # stratified: a third of the subsample is label 1
 
     loaded = store.load(KEY).frame
-    pd.testing.assert_frame_equal(set_frame(store, KEY).sort_values("id", ignore_index=True),
+    pd.testing.assert_frame_equal(store.frame(KEY).sort_values("id", ignore_index=True),
                                   loaded.sort_values("id", ignore_index=True))
 
     def no_embeddings(*args, **kwargs):
