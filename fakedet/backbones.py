@@ -339,6 +339,8 @@ def create_backbone(
     policy, size = parse_resize(resize)
     if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}")
+    if policy == "backbone":  # the backbone's own geometry (a fine-tuned checkpoint keeps its training one)
+        policy, size = default.policy, default.size
     pre = Preprocess(
         size=size or default.size,
         policy=policy,

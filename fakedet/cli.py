@@ -42,29 +42,43 @@ def quiet_option(f):
     return click.option("--quiet", "-q", is_flag=True, help="no progress bars")(f)
 
 
-def backbone_options(f):
-    """Options that pick a backbone and how images are fed to it (shared by extract, predict, ...)."""
-    options = [
+def options(*decorators):
+    """One decorator applying click options in the order listed."""
+
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+BATCH_SIZE = click.option("--batch-size", type=click.IntRange(1), default=64)
+WORKERS = click.option("--workers", type=click.IntRange(0), default=None,
+                       help="image decoding processes [default: spare cores, 1..4]")
+PRECISION = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                         help="autocast precision; auto = bf16 on CPUs with bf16 units and on CUDA, else fp32")
+VAL_SIZE = click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+                        help="validation fraction (of train when the dataset has split folders)")
+
+
+def checkpoint_option(help: str):
+    return click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None, help=help)
+
+
+backbone_options = options(  # pick a backbone and how images are fed to it
         click.option("--backbone", "-b", default="effnet-lite0",
                      help=f"backbone spec: {', '.join(list_backbones())}"),
-        click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="local weights file for the backbone (.safetensors / .pt / .pth)"),
+        checkpoint_option("local weights file for the backbone (.safetensors / .pt / .pth)"),
         click.option("--layers", type=click.Choice(["final", "multi"]), default="final",
                      help="final embedding, or pooled features of every stage/block plus the final one"),
         click.option("--resize", default="backbone",
                      help="'backbone' (its own resize+crop), a size like 128 (squash), 'pad' or 'pad:64' (native pixels on a canvas)"),
         click.option("--interpolation", type=click.Choice(["bicubic", "bilinear", "nearest", "lanczos", "box"]),
                      default=None, help="resampling filter [default: the backbone's]"),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
-                     help="autocast precision; auto = bf16 on CPUs with bf16 units and on CUDA, else fp32"),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto"),
-        click.option("--batch-size", type=click.IntRange(1), default=64),
-        click.option("--workers", type=click.IntRange(0), default=None,
-                     help="image decoding processes [default: spare cores, 1..4]"),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+        PRECISION, DEVICE, BATCH_SIZE, WORKERS,
+)
 
 
 def backbone_kwargs(kw: dict) -> dict:
@@ -159,35 +173,17 @@ def data_option(f):
                         help="dataset folder/zip, .h5 cache file or dataset name [default: the only cache]")(f)
 
 
-def fit_options(f):
-    """Split and preprocessing options shared by fit and compare."""
-    options = [
-        click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-                     help="validation fraction (of train when the dataset has split folders)"),
+fit_options = options(  # split and preprocessing options shared by fit and compare
+        VAL_SIZE,
         click.option("--test-size", type=click.FloatRange(0, 1, max_open=True), default=0.0,
                      help="test fraction, used when the dataset has no test folder"),
         click.option("--seed", type=int, default=0, help="random_state of splits and heads"),
         click.option("--preprocess", default=None, help="feature preprocessing: l2,standard,pca:K or none "
                                                         "[default: the head's]"),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def run_options(f):
-    """Options for embedding images that are not cached yet, with a model's backbone."""
-    options = [
-        click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="local weights file, if the model's backbone was made from one"),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto"),
-        click.option("--batch-size", type=click.IntRange(1), default=64),
-        click.option("--workers", type=click.IntRange(0), default=None,
-                     help="image decoding processes [default: spare cores, 1..4]"),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+)
+run_options = options(  # for embedding images not cached yet, with a model's backbone
+    checkpoint_option("local weights file, if the model's backbone was made from one"), DEVICE, BATCH_SIZE, WORKERS,
+)
 
 
 def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
@@ -351,16 +347,13 @@ def predict(model, images, out, checkpoint, device, batch_size, workers, cache, 
 @cli.command()
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("--backbone", "-b", required=True, help="CLIP backbone: clip:<arch>:<tag or local file>")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="local open_clip weights file (instead of a tag in the spec)")
+@checkpoint_option("local open_clip weights file (instead of a tag in the spec)")
 @click.option("--real-prompt", multiple=True, help="text describing a real image (repeatable) [default: built-in set]")
 @click.option("--fake-prompt", multiple=True, help="text describing a generated image (repeatable)")
 @click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help='JSON file {"real": [...], "fake": [...]}')
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
-@click.option("--batch-size", type=click.IntRange(1), default=64)
-@click.option("--workers", type=click.IntRange(0), default=None)
+@options(DEVICE, BATCH_SIZE, WORKERS)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write the metrics as JSON")
 @cache_option
@@ -382,9 +375,7 @@ def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, spli
         click.echo(f"written to {out}")
 
 
-def projection_options(f):
-    """How an embedding set is projected to 2-D (fakedet.project.ProjectionParams)."""
-    options = [
+projection_options = options(  # how an embedding set is projected to 2-D (fakedet.project.ProjectionParams)
         click.option("--method", type=click.Choice(["umap", "tsne", "pca"]), default="umap", help="projection"),
         click.option("--neighbors", type=click.IntRange(2), default=15, help="UMAP n_neighbors"),
         click.option("--min-dist", type=click.FloatRange(0), default=0.1, help="UMAP min_dist"),
@@ -395,10 +386,7 @@ def projection_options(f):
                      help="project at most this many images, stratified by label (0 = all)"),
         click.option("--seed", type=int, default=0, help="random_state of subsample and projection"),
         click.option("--n-jobs", type=click.IntRange(1), default=None, help="threads [default: all cores]"),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+)
 
 
 def projection_params(kw: dict):
@@ -456,15 +444,14 @@ def report(data, backbone, model, split, mistakes, out, cache, n_jobs, **kw):
 @click.option("--data", "-d", required=True, type=click.Path(exists=True, path_type=Path),
               help="dataset folder or .zip (the heads' splits are used: train to learn, val to pick the epoch)")
 @click.option("--backbone", "-b", default="effnet-lite0", help=f"backbone to fine-tune: {', '.join(list_backbones())}")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="local weights file for the backbone")
+@checkpoint_option("local weights file for the backbone")
 @click.option("--name", default=None, help="run name: written to <cache>/finetuned/<name>/ [default: <backbone>-<dataset>]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="run folder [default: <cache>/finetuned/<name>]")
-@click.option("--image-size", type=click.IntRange(0), default=96,
+@click.option("--image-size", type=click.IntRange(0), default=128,
               help="training and embedding size (images squashed to it); 0 = the backbone's own preprocessing")
 @click.option("--epochs", type=click.IntRange(1), default=3)
-@click.option("--batch-size", type=click.IntRange(1), default=64)
+@BATCH_SIZE
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, help="backbone learning rate (AdamW)")
 @click.option("--head-lr", type=click.FloatRange(0, min_open=True), default=1e-3, help="head learning rate")
 @click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0,
@@ -483,16 +470,12 @@ def report(data, backbone, model, split, mistakes, out, cache, n_jobs, **kw):
 @click.option("--blur-jpeg", type=click.FloatRange(0, 1), default=0.5,
               help="probability of each of blur (sigma 0-3) and JPEG re-compression (quality 30-100)")
 @click.option("--limit", type=click.IntRange(1), default=None, help="train on a stratified seeded subset of N images")
-@click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              help="validation fraction (of train when the dataset has split folders)")
+@VAL_SIZE
 @click.option("--test-size", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               help="test fraction held out, used when the dataset has no test folder (pass the same split options "
                    "as to fit/compare, so the fine-tune never trains on their val/test images)")
 @click.option("--seed", type=int, default=0, help="random_state of splits, subset, augmentation and training")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
-              help="autocast precision; auto = bf16 on CPUs with bf16 units and on CUDA, else fp32")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
-@click.option("--workers", type=click.IntRange(0), default=None, help="image decoding processes [default: spare cores, 1..4]")
+@options(PRECISION, DEVICE, WORKERS)
 @click.option("--resume/--restart", default=True,
               help="continue an interrupted run with the same configuration, or discard it and start over")
 @cache_option

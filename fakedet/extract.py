@@ -93,7 +93,8 @@ def collate(items):
     return [i for i, _ in good], tensor, bad
 
 
-def _worker_init(_: int) -> None:
+def worker_init(_: int) -> None:
+    """DataLoader workers decode images; one torch thread each keeps them off the model's cores."""
     torch.set_num_threads(1)
 
 
@@ -182,7 +183,7 @@ def _run(backbone: Backbone, src: ImageSource, todo: pd.DataFrame, out, batch_si
         num_workers=workers,
         collate_fn=collate,
         pin_memory=backbone.device.type == "cuda",
-        worker_init_fn=_worker_init if workers else None,
+        worker_init_fn=worker_init if workers else None,
         prefetch_factor=4 if workers else None,
     )
     bar = tqdm(total=len(todo), unit="img", desc=f"extract {backbone.key}", disable=not progress, smoothing=0.1)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from . import backbones
 from .backbones import Backbone, FeatureModel, Preprocess, create_backbone, short_spec
 from .datasets import ImageSource, discover, open_source
-from .extract import ImageBatches, _worker_init, collate, default_workers
+from .extract import ImageBatches, worker_init, collate, default_workers
 from .heads import make_head
 from .metrics import binary_metrics
 from .perturb import Perturbation
@@ -61,7 +61,7 @@ class FinetuneConfig:
 
     backbone: str = "effnet-lite0"
     checkpoint: str | None = None
-    image_size: int | None = 96
+    image_size: int | None = 128
     epochs: int = 3
     batch_size: int = 64
     lr: float = 2e-4
@@ -194,7 +194,7 @@ def _loader(src: ImageSource, items: pd.DataFrame, preprocess: Preprocess, batch
         ImageBatches(src, items, preprocess, augment), batch_size=batch_size, shuffle=shuffle,
         drop_last=shuffle and len(items) > batch_size, collate_fn=collate, num_workers=workers,
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
-        worker_init_fn=_worker_init if workers else None, prefetch_factor=4 if workers else None,
+        worker_init_fn=worker_init if workers else None, prefetch_factor=4 if workers else None,
     )
 
 
@@ -227,14 +227,14 @@ def probe_embeddings(backbone: Backbone, src: ImageSource, items: pd.DataFrame, 
         if not sets.empty and backbone.key in set(sets["key"]):
             emb = store.load(backbone.key)
             hit = emb.frame["id"].isin(row.index).to_numpy()
-            X[row.loc[emb.frame["id"][hit]].to_numpy()] = emb.X[hit]
-            done[row.loc[emb.frame["id"][hit]].to_numpy()] = True
+            at = row.loc[emb.frame["id"][hit]].to_numpy()
+            X[at], done[at] = emb.X[hit], True
     from_cache = int(done.sum())
     if not done.all():
         loader = _loader(src, items[~done], backbone.preprocess, batch_size, workers)
         ids, Z = _outputs(backbone.model, backbone, loader, "probe embeddings", progress)
-        X[row.loc[ids].to_numpy()] = Z
-        done[row.loc[ids].to_numpy()] = True
+        at = row.loc[ids].to_numpy()
+        X[at], done[at] = Z, True
     return X, done, from_cache
 
 

@@ -26,59 +26,41 @@ def summary_row(name: str, evaluation: Evaluation) -> dict:
     return {"evaluated": name, "n": m["n"], **{k: m[k] for k in COLUMNS}, "excluded": evaluation.excluded}
 
 
-def evaluate_perturbed(
-    detector: Detector,
-    perturbations: list[Perturbation],
-    data: str | Path | None = None,
-    *,
-    split: str | None = None,
-    cache: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    device: str = "auto",
-    batch_size: int = 64,
-    workers: int | None = None,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Metrics on the clean images, then on each perturbed copy of the same images."""
-    clean = evaluate(detector, data, split=split, cache=cache, checkpoint=checkpoint, device=device,
-                     batch_size=batch_size, workers=workers, progress=progress)
-    store = Store(detector.training["store"]) if data is None else find_store(data, cache)
+def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], data: str | Path | None = None,
+                       **options) -> pd.DataFrame:
+    """Metrics on the clean images, then on each perturbed copy of the same images.
+
+    ``options``: split, cache, checkpoint, device, batch_size, workers, progress (as for ``evaluate``).
+    """
+    clean = evaluate(detector, data, **options)
+    store = Store(detector.training["store"]) if data is None else find_store(data, options.get("cache"))
     source = store.attrs()["source"]
     if not Path(source).exists():
         raise FileNotFoundError(f"the images of {store.path} ({source}) are not there any more; "
                                 "perturbed copies need the original files")
     frame = per_id(store.images())
     frame = frame[frame["id"].isin(clean.predictions["id"])].drop(columns=["n_copies", "label_conflict"])
-    backbone = detector.create_backbone(checkpoint, device)
+    backbone = detector.create_backbone(options.get("checkpoint"), options.get("device", "auto"))
+    run = {k: options[k] for k in ("batch_size", "workers", "progress") if k in options}
     rows = [{"perturbation": "none", **summary_row(clean.name, clean)}]
     for perturbation in perturbations:
-        result = extract(source, backbone, cache=store.path, frame=frame, perturb=perturbation,
-                         batch_size=batch_size, workers=workers, progress=progress)
-        scored = evaluate(detector, store.path, split=clean.split, key=result.key, cache=cache)
+        result = extract(source, backbone, cache=store.path, frame=frame, perturb=perturbation, **run)
+        scored = evaluate(detector, store.path, split=clean.split, key=result.key, cache=options.get("cache"))
         rows.append({"perturbation": perturbation.name, **summary_row(clean.name, scored)})
     table = pd.DataFrame(rows)
     table["accuracy_drop"] = table.loc[0, "accuracy"] - table["accuracy"]
     return table
 
 
-def cross_evaluate(
-    detector: Detector,
-    datasets: list[str | Path],
-    *,
-    split: str | None = None,
-    cache: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    device: str = "auto",
-    batch_size: int = 64,
-    workers: int | None = None,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """One row per dataset (the model's own held-out split first), same model and threshold."""
-    rows = []
+def cross_evaluate(detector: Detector, datasets: list[str | Path], *, split: str | None = None,
+                   **options) -> pd.DataFrame:
+    """One row per dataset (the model's own held-out split first), same model and threshold.
+
+    ``split`` applies to the other datasets; ``options`` as for ``evaluate``.
+    """
     own_split = "test" if "test" in detector.metrics else "val"
+    rows = []
     for data in [None, *datasets]:
-        result = evaluate(detector, data, split=split if data is not None else own_split, cache=cache,
-                          checkpoint=checkpoint, device=device, batch_size=batch_size, workers=workers,
-                          progress=progress)
+        result = evaluate(detector, data, split=split if data is not None else own_split, **options)
         rows.append(summary_row(result.name, result))
     return pd.DataFrame(rows)
