@@ -107,7 +107,7 @@ def test_extract_stores_finetuned_embeddings_under_own_fingerprint(setup):
                       workers=0, progress=False)
         tuned = create_backbone("finetuned:tiny", precision="fp32", device="cpu")
     sets = Store(out.store).embedding_sets().set_index("key")
-    assert out.key == tuned.key and out.key.startswith("finetuned_tiny-") and out.key != setup["base"].key
+    assert out.key == tuned.key and out.key.startswith("finetuned_tiny.resize32-") and out.key != setup["base"].key
     assert sets.loc[out.key, "fingerprint"] == tuned.fingerprint != sets.loc[setup["base"].key, "fingerprint"]
     assert sets.loc[out.key, "count"] == sum(LAYOUT.values())
 
