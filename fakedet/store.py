@@ -216,10 +216,10 @@ class Store:
             attrs = {k: (json.loads(v) if k in ("identity", "versions") else v) for k, v in group.attrs.items()}
             images = _read_table(f["images"])
         frame = per_id(images)
-        position = pd.Series(np.arange(len(frame)), index=frame["id"])
-        keep = np.isin(ids, frame["id"].to_numpy())
-        X, ids = X[keep], ids[keep]
-        frame = frame.iloc[position.loc[ids].to_numpy()].reset_index(drop=True)
+        position = pd.Index(frame["id"]).get_indexer(ids)  # hash lookup; -1: no longer in the image table
+        keep = position >= 0
+        frame = frame.iloc[position[keep]].reset_index(drop=True)
+        X = X[keep] if not keep.all() else X
         return Embeddings(X=X, frame=frame, key=key, attrs=attrs)
 
     def projection(self, key: str, name: str) -> tuple[np.ndarray, np.ndarray, dict] | None:
