@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--config", action="append", default=None,
-                        help="backbone,layers,resize (repeatable), e.g. effnet-lite0,multi,128")
+                        help="backbone,layers,resize[,precision] (repeatable), e.g. effnet-lite0,multi,128,fp32")
     parser.add_argument("--head", action="append", default=None, help="heads to fit [default: logreg]")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache" / "bench")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -47,10 +47,10 @@ def main() -> None:
 
     frame = subset(discover(CIFAKE, progress=False), args.n)
     rows = []
-    for spec, layers, resize in configs:
+    for spec, layers, resize, *precision in configs:
         start = time.perf_counter()
-        result = extract(CIFAKE, spec, layers=layers, resize=resize, frame=frame, cache=args.cache / f"n{args.n}",
-                         batch_size=args.batch_size)
+        result = extract(CIFAKE, spec, layers=layers, resize=resize, precision=(precision or ["auto"])[0],
+                         frame=frame, cache=args.cache / f"n{args.n}", batch_size=args.batch_size)
         wall = time.perf_counter() - start
         emb = Store(result.store).load(result.key)
         split, _ = assign_splits(emb.frame, val_size=0.2, random_state=0)
@@ -58,7 +58,8 @@ def main() -> None:
             detector = train_detector(emb, split, head, random_state=0)
             val = detector.metrics["val"]
             rows.append({
-                "backbone": spec, "layers": layers, "resize": resize, "dim": emb.X.shape[1], "head": head,
+                "backbone": spec, "layers": layers, "resize": resize, "precision": emb.attrs["identity"]["precision"],
+                "dim": emb.X.shape[1], "head": head,
                 "val_acc": val["accuracy"], "roc_auc": val["roc_auc"], "real_recall": val["recall_real"],
                 "fake_recall": val["recall_fake"], "fit_s": detector.training["seconds"]["fit"],
                 "extract_ips": result.images_per_second if result.n_embedded else None, "extract_s": wall,
@@ -67,15 +68,15 @@ def main() -> None:
             print(rows[-1], flush=True)
     rows.sort(key=lambda r: -r["val_acc"])
     n_val = int((split == "val").sum())
-    table = ["| backbone | layers | resize | dim | head | val accuracy | ROC-AUC | real recall | fake recall "
-             "| fit (s) | extraction (img/s) |", "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    table = ["| backbone | layers | resize | precision | dim | head | val accuracy | ROC-AUC | real recall | fake recall "
+             "| fit (s) | extraction (img/s) |", "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ips = f"{r['extract_ips']:.0f}" if r["extract_ips"] else "cached"
-        table.append(f"| {r['backbone']} | {r['layers']} | {r['resize']} | {r['dim']} | {r['head']} "
+        table.append(f"| {r['backbone']} | {r['layers']} | {r['resize']} | {r['precision']} | {r['dim']} | {r['head']} "
                      f"| {r['val_acc']:.2%} | {r['roc_auc']:.4f} | {r['real_recall']:.2%} | {r['fake_recall']:.2%} "
                      f"| {r['fit_s']:.1f} | {ips} |")
     body = (f"{len(frame)} CIFAKE train images ({len(emb.frame)} distinct), split by content id 80/20 (seed 0): "
-            f"{n_val} validation images. Extraction with the default precision of this machine.\n\n"
+            f"{n_val} validation images.\n\n"
             + "\n".join(table))
     write_section(args.title, body)
 
