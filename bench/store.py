@@ -25,7 +25,7 @@ def main() -> None:
         emb = store.load(name)
         seconds = median_time(lambda: store.load(name))
         rows.append(f"| `{emb.key}` | {emb.X.shape[0]} x {emb.X.shape[1]} | {emb.X.nbytes / 2**20:.0f} | {seconds:.2f} |")
-    write_section("Cache read", f"`Store.load` returns X (float32) and the per-image table, median of 3.\n\n"
+    write_section("Cache read", "`Store.load` returns X (float32) and the per-image table, median of 3.\n\n"
                   + "\n".join(rows))
 
 

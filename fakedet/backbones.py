@@ -20,7 +20,7 @@ import hashlib
 import importlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -185,7 +185,6 @@ class Backbone:
     precision: str
     device: torch.device
     family: str
-    extra: dict = field(default_factory=dict)
 
     @property
     def layers(self) -> str:
