@@ -72,7 +72,7 @@ def logreg_on_val(store: Store, key: str, items: pd.DataFrame, seed: int) -> dic
 
 def run(args) -> str:
     cfg = FinetuneConfig(image_size=args.image_size, epochs=args.epochs, limit=args.limit, random_state=args.seed,
-                         blur_jpeg=args.blur_jpeg, lr=args.lr)
+                         blur_jpeg=args.blur_jpeg, crop_scale=args.crop_scale, lr=args.lr)
     timing = [{"image_size": s, "s_per_step": step_seconds(cfg.backbone, s)} for s in args.timing_sizes]
     for row in timing:
         row["images_per_s"] = 64 / row["s_per_step"]
@@ -94,7 +94,7 @@ def run(args) -> str:
         native_row = {"model": f"frozen {cfg.backbone} at its own preprocessing ({own.preprocess.size} px) + logreg",
                       **logreg_on_val(store, native.key, items, args.seed)}
 
-    name = args.name or f"{cfg.backbone}-cifake-{args.limit}-{args.image_size}px"
+    name = args.name or f"{cfg.backbone}-cifake-{args.limit or 'all'}-{args.image_size}px"
     result = finetune(args.data, cfg, name=name, cache=args.cache, out_dir=ROOT / "cache" / "finetuned" / name,
                       workers=args.workers)
     print(result.summary(), flush=True)
@@ -116,7 +116,8 @@ def run(args) -> str:
                  f"(random images, median of 4 after a warm-up):\n\n{to_markdown(pd.DataFrame(timing), 3)}\n\n"
                  if timing else "")
     return (
-        f"Data: {args.limit} images of `{Path(args.data).name}` (stratified seeded subset; heads' grouped split: "
+        f"Data: {f'{args.limit} images' if args.limit else 'all images'} of `{Path(args.data).name}` "
+        f"({'stratified seeded subset; ' if args.limit else ''}heads' grouped split: "
         f"{result.counts['train']} train, {result.counts['val']} val). Fine-tuning options: {options}. "
         f"Run folder: `{result.run_dir.relative_to(ROOT) if result.run_dir.is_relative_to(ROOT) else result.run_dir}`"
         f" (backbone `{result.spec}`).\n\n{timing_md}"
@@ -124,7 +125,7 @@ def run(args) -> str:
         f"Training per epoch:\n\n{to_markdown(epochs, 3)}\n\n"
         f"Time: frozen embeddings of the subset + probe {probe_seconds:.0f}s, fine-tuning run {result.seconds:.0f}s "
         f"(training {train_seconds:.0f}s at {epochs['images_per_second'].mean():.0f} img/s, the rest validation "
-        f"and setup): {probe_seconds + result.seconds:.0f}s together, what `fakedet finetune --limit {args.limit}` "
+        f"and setup): {probe_seconds + result.seconds:.0f}s together, what `fakedet finetune{f' --limit {args.limit}' if args.limit else ''}` "
         f"takes from scratch. Fine-tuned embeddings {tuned.seconds['total']:.0f}s; everything "
         f"{time.perf_counter() - start:.0f}s (the step-timing table not included)."
     )
@@ -133,11 +134,12 @@ def run(args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=CIFAKE)
-    parser.add_argument("--limit", type=int, default=10_000)
+    parser.add_argument("--limit", type=lambda s: int(s) or None, default=10_000, help="subset size (0 = all images)")
     parser.add_argument("--image-size", type=int, default=FinetuneConfig.image_size)
     parser.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
     parser.add_argument("--lr", type=float, default=FinetuneConfig.lr)
     parser.add_argument("--blur-jpeg", type=float, default=FinetuneConfig.blur_jpeg)
+    parser.add_argument("--crop-scale", type=float, default=FinetuneConfig.crop_scale)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--name", default=None, help="run name [default: effnet-lite0-cifake-<limit>-<size>px]")
@@ -147,6 +149,7 @@ def main() -> None:
                         help="image sizes for the seconds-per-step table ('' to skip)")
     parser.add_argument("--no-native-probe", dest="native_probe", action="store_false",
                         help="skip the extra baseline: the frozen backbone at its own preprocessing + logreg")
+    parser.add_argument("--title", default="Fine-tuning", help="BENCHMARKS.md section to (re)write")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     args = parser.parse_args()
     require(args.data)
@@ -154,7 +157,7 @@ def main() -> None:
     if args.no_write:
         print(body)
     else:
-        write_section("Fine-tuning", body)
+        write_section(args.title, body)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Grouped seeded split (``fakedet.splits.assign_splits``, val 20% of train, test rows left out),
 then for each head: fit on train, score val (threshold 0.5 for accuracies; the detector's
 val-chosen threshold would flatter them). Prints a Markdown table and writes it with machine,
-command and date to BENCHMARKS.md under "## Heads".
+command and date to BENCHMARKS.md under "## Heads" (or ``--title``).
 
     python bench/heads.py cache/cifake-train.h5 --backbone effnet-lite0
     python bench/heads.py cache/demo-images.h5 --heads knn,logreg --no-write   # smoke test
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--backbone", "-b", default=None, help="embedding set: spec, key or key prefix")
     parser.add_argument("--heads", default=",".join(HEADS), help="comma-separated head names")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--title", default="Heads", help="BENCHMARKS.md section to (re)write")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     args = parser.parse_args()
     table, data = run(args.store, args.backbone, args.heads.split(","), args.seed)
@@ -64,7 +65,7 @@ def main() -> None:
     if args.no_write:
         print(body)
     else:
-        write_section("Heads", body)
+        write_section(args.title, body)
 
 
 if __name__ == "__main__":

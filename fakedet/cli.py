@@ -9,7 +9,7 @@ import click
 import pandas as pd
 
 from . import __version__
-from .backbones import BackboneError, list_backbones
+from .backbones import LAYERS, BackboneError, list_backbones
 from .store import DEFAULT_CACHE, Store, StoreError
 
 
@@ -71,19 +71,22 @@ backbone_options = options(  # pick a backbone and how images are fed to it
         click.option("--backbone", "-b", default="effnet-lite0",
                      help=f"backbone spec: {', '.join(list_backbones())}"),
         checkpoint_option("local weights file for the backbone (.safetensors / .pt / .pth)"),
-        click.option("--layers", type=click.Choice(["final", "multi"]), default="final",
-                     help="final embedding, or pooled features of every stage/block plus the final one"),
+        click.option("--layers", type=click.Choice(LAYERS), default="final",
+                     help="final embedding; multi: pooled features of every stage (CNN) / block (ViT) plus the "
+                          "final one; blocks: every block of an EfficientNet (else = multi)"),
         click.option("--resize", default="backbone",
                      help="'backbone' (its own resize+crop), a size like 128 (squash), 'pad' or 'pad:64' (native pixels on a canvas)"),
         click.option("--interpolation", type=click.Choice(["bicubic", "bilinear", "nearest", "lanczos", "box"]),
                      default=None, help="resampling filter [default: the backbone's]"),
+        click.option("--scales", default=None,
+                     help="also embed the input resized by these factors and concatenate, e.g. 1,0.5 [default: 1]"),
         PRECISION, DEVICE, BATCH_SIZE, WORKERS,
 )
 
 
 def backbone_kwargs(kw: dict) -> dict:
     """The create_backbone keyword arguments among a command's options."""
-    names = ("checkpoint", "layers", "resize", "interpolation", "precision", "device")
+    names = ("checkpoint", "layers", "resize", "interpolation", "scales", "precision", "device")
     return {k: kw[k] for k in names}
 
 
@@ -124,7 +127,7 @@ def info(failures, cache):
             click.echo("  " + counts.to_string(index=False).replace("\n", "\n  "))
         sets = store.embedding_sets()
         if not sets.empty:
-            table = sets[["key", "dim", "count", "dtype", "layers", "resize", "size", "precision", "updated"]]
+            table = sets[["key", "dim", "count", "dtype", "layers", "resize", "size", "scales", "precision", "updated"]]
             click.echo("  " + table.to_string(index=False).replace("\n", "\n  "))
         bad = store.failures()
         click.echo(f"  failures: {len(bad)}")

@@ -87,8 +87,9 @@ class Detector:
         """``create_backbone`` settings that reproduce this model's embeddings."""
         pre = self.identity["preprocess"]
         resize = "backbone" if pre["policy"] == "backbone" else f"{pre['policy']}:{pre['size']}"
-        return {"layers": self.identity["layers"], "resize": resize,
-                "interpolation": pre["interpolation"], "precision": self.identity["precision"]}
+        scales = {"scales": ",".join(f"{v:g}" for v in self.identity["scales"])} if "scales" in self.identity else {}
+        return {"layers": self.identity["layers"], "resize": resize, "interpolation": pre["interpolation"],
+                **scales, "precision": self.identity["precision"]}
 
     def extract_command(self, data: str = "DATA") -> str:
         """The ``fakedet extract`` command that makes embeddings this model can read."""

@@ -112,6 +112,7 @@ def extract(
     layers: str = "final",
     resize: str | int | None = "backbone",
     interpolation: str | None = None,
+    scales: str | None = None,
     precision: str = "auto",
     device: str = "auto",
     batch_size: int = 64,
@@ -134,7 +135,7 @@ def extract(
     if not isinstance(backbone, Backbone):
         backbone = create_backbone(
             backbone, checkpoint=checkpoint, layers=layers, resize=resize,
-            interpolation=interpolation, precision=precision, device=device,
+            interpolation=interpolation, scales=scales, precision=precision, device=device,
         )
     key = backbone.key + (f"+{perturb.name}" if perturb else "")
     store = Store(store_path(src.name, cache))

@@ -155,7 +155,8 @@ class Store:
             return _read_table(f["failures"])
 
     def embedding_sets(self) -> pd.DataFrame:
-        """One row per embedding set: key, spec, fingerprint, dim, count, dtype, layers, created, updated."""
+        """One row per embedding set: key, spec, fingerprint, dim, count, dtype, layers, resize, size, scales,
+        precision, perturb, created, updated."""
         rows = []
         with self._read() as f:
             for key, group in f.get("embeddings", {}).items():
@@ -171,6 +172,7 @@ class Store:
                     "layers": identity.get("layers"),
                     "resize": identity.get("preprocess", {}).get("policy"),
                     "size": identity.get("preprocess", {}).get("size"),
+                    "scales": ",".join(f"{v:g}" for v in identity.get("scales", [1])),
                     "precision": identity.get("precision"),
                     "perturb": a.get("perturb", ""),
                     "created": a["created"],

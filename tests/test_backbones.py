@@ -13,7 +13,7 @@ from conftest import make_image
 from safetensors.torch import save_file
 
 from fakedet.backbones import (
-    BackboneError, Preprocess, create_backbone, load_clip_model, parse_resize, short_spec,
+    BackboneError, Preprocess, create_backbone, load_clip_model, parse_resize, parse_scales, short_spec,
 )
 
 
@@ -46,6 +46,42 @@ def test_multi_layer_features(lite0):
     image = make_image("smooth", 64, seed=3)
     np.testing.assert_allclose(multi.embed_images([image])[0, -1280:], lite0.embed_images([image])[0], atol=1e-4)
     assert multi.fingerprint != lite0.fingerprint and ".multi" in multi.key
+
+
+def test_every_block_features_contain_the_stage_features():
+    """``blocks``: stem + all 16 blocks of lite0; the 5 stage outputs of ``multi`` are among them."""
+    multi = create_backbone("effnet-lite0", layers="multi", resize="64", precision="fp32", device="cpu")
+    blocks = create_backbone("effnet-lite0", layers="blocks", resize="64", precision="fp32", device="cpu")
+    channels = [32, 16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320]
+    assert blocks.dim == 2 * sum(channels) + 1280
+    starts = np.cumsum([0] + [2 * c for c in channels])
+    stage_ends = [1, 3, 5, 11, 16]  # blocks that end the 16-, 24-, 40-, 112- and 320-channel stages
+    columns = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in stage_ends] + [np.arange(-1280, 0)])
+    images = [make_image("smooth", 64, seed=3), make_image("checker", 40, seed=4)]
+    np.testing.assert_allclose(blocks.embed_images(images)[:, columns], multi.embed_images(images), atol=1e-4)
+    assert blocks.fingerprint != multi.fingerprint and ".blocks" in blocks.key
+
+
+def test_scales_concatenate_the_features_of_each_scale(lite0):
+    both = create_backbone("effnet-lite0", resize="64", scales="1,0.5", precision="fp32", device="cpu")
+    assert both.dim == 2 * 1280 and ".x1-0.5" in both.key and both.identity["scales"] == [1.0, 0.5]
+    image = make_image("smooth", 64, seed=3)
+    X = both.embed_images([image])[0]
+    np.testing.assert_allclose(X[:1280], lite0.embed_images([image])[0], atol=1e-4)
+    with torch.inference_mode():
+        x = (lite0.to_input(lite0.preprocess(image)[None]) - lite0.model.mean) / lite0.model.std
+        half = lite0.model.final(torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", antialias=True))
+    np.testing.assert_allclose(X[1280:], half[0].numpy(), atol=1e-4)
+    assert np.abs(X[1280:] - X[:1280]).max() > 0.1
+    # the default adds nothing to the identity: fingerprints made before the option stay valid
+    assert "scales" not in lite0.identity
+    assert create_backbone("effnet-lite0", resize="64", scales="1", precision="fp32", device="cpu").key == lite0.key
+
+
+@pytest.mark.parametrize("bad", ["0", "1,1", "a", "5", "1,-0.5"])
+def test_bad_scales_are_refused(bad):
+    with pytest.raises(ValueError, match="scales"):
+        parse_scales(bad)
 
 
 def test_fingerprint_tracks_everything_that_changes_numbers(lite0):
@@ -114,6 +150,8 @@ def test_tiny_clip_random_and_local_file(tiny_clip, tmp_path):
     multi = create_backbone(f"clip:{tiny_clip}:{path}", layers="multi", precision="fp32", device="cpu")
     assert multi.dim == 2 * 2 * 64 + 32  # 2 blocks x (mean, std) x width 64 + final
     np.testing.assert_allclose(multi.embed_images(images)[:, -32:], Xa, atol=1e-4)
+    blocks = create_backbone(f"clip:{tiny_clip}:{path}", layers="blocks", precision="fp32", device="cpu")
+    np.testing.assert_array_equal(blocks.embed_images(images), multi.embed_images(images))  # ViT: already per block
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -139,6 +140,20 @@ def test_load_refuses_types_outside_the_trusted_list(cache, tmp_path):
     sio.dump(LogisticRegression().fit(X, y), directory / "model.skops")
     with pytest.raises(UntrustedModel, match="not a Pipeline"):
         Detector.load(directory)
+
+
+def test_a_model_re_creates_its_backbone_with_layers_resize_and_scales():
+    from fakedet.backbones import create_backbone
+
+    backbone = create_backbone("effnet-lite0", layers="blocks", resize="48", scales="1,0.5", precision="fp32",
+                               device="cpu")
+    detector = Detector(pipeline=None, head="logreg", params={}, preprocess="standard", key=backbone.key,
+                        fingerprint=backbone.fingerprint, backbone=backbone.spec, identity=backbone.identity)
+    assert detector.extract_command().endswith(
+        "--layers blocks --resize resize:48 --interpolation bicubic --scales 1,0.5 --precision fp32")
+    assert detector.create_backbone(device="cpu").fingerprint == backbone.fingerprint
+    # at 24 px the last stages are 1x1 maps: their spread is 0, not NaN
+    assert np.isfinite(backbone.embed_images([Image.new("RGB", (32, 32), (90, 30, 200))])).all()
 
 
 def test_embeddings_of_another_fingerprint_are_refused(cache, tmp_path):
