@@ -6,6 +6,7 @@ each head is fitted with ``fakedet.detector.train_detector``: accuracy is on the
 split of CIFAKE *train* (the official test split is not used here).
 
     python bench/quality.py --n 100000 --config effnet-lite0,final,backbone --config effnet-lite0,multi,128
+    python bench/quality.py --n 4000 --config effnet-lite2,blocks,128,1/0.5   # scales 1 and 0.5
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import CIFAKE, ROOT, require, write_section  # noqa: E402
 
+from fakedet.backbones import PRECISIONS  # noqa: E402
 from fakedet.datasets import discover  # noqa: E402
 from fakedet.detector import train_detector  # noqa: E402
 from fakedet.extract import extract  # noqa: E402
@@ -35,7 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--config", action="append", default=None,
-                        help="backbone,layers,resize[,precision] (repeatable), e.g. effnet-lite0,multi,128,fp32")
+                        help="backbone,layers,resize[,precision][,scales] (repeatable), scales with '/': "
+                             "e.g. effnet-lite0,multi,128,fp32 or effnet-lite2,blocks,128,1/0.5")
     parser.add_argument("--head", action="append", default=None, help="heads to fit [default: logreg]")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache" / "bench")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -47,9 +50,11 @@ def main() -> None:
 
     frame = subset(discover(CIFAKE, progress=False), args.n)
     rows = []
-    for spec, layers, resize, *precision in configs:
+    for spec, layers, resize, *extra in configs:
+        precision = next((e for e in extra if e in PRECISIONS), "auto")
+        scales = next((e.replace("/", ",") for e in extra if e not in PRECISIONS), "1")
         start = time.perf_counter()
-        result = extract(CIFAKE, spec, layers=layers, resize=resize, precision=(precision or ["auto"])[0],
+        result = extract(CIFAKE, spec, layers=layers, resize=resize, precision=precision, scales=scales,
                          frame=frame, cache=args.cache / f"n{args.n}", batch_size=args.batch_size)
         wall = time.perf_counter() - start
         emb = Store(result.store).load(result.key)
@@ -58,7 +63,8 @@ def main() -> None:
             detector = train_detector(emb, split, head, random_state=0)
             val = detector.metrics["val"]
             rows.append({
-                "backbone": spec, "layers": layers, "resize": resize, "precision": emb.attrs["identity"]["precision"],
+                "backbone": spec, "layers": layers, "resize": resize, "scales": scales,
+                "precision": emb.attrs["identity"]["precision"],
                 "dim": emb.X.shape[1], "head": head,
                 "val_acc": val["accuracy"], "roc_auc": val["roc_auc"], "real_recall": val["recall_real"],
                 "fake_recall": val["recall_fake"], "fit_s": detector.training["seconds"]["fit"],
@@ -68,11 +74,12 @@ def main() -> None:
             print(rows[-1], flush=True)
     rows.sort(key=lambda r: -r["val_acc"])
     n_val = int((split == "val").sum())
-    table = ["| backbone | layers | resize | precision | dim | head | val accuracy | ROC-AUC | real recall | fake recall "
-             "| fit (s) | extraction (img/s) |", "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    table = ["| backbone | layers | resize | scales | precision | dim | head | val accuracy | ROC-AUC | real recall "
+             "| fake recall | fit (s) | extraction (img/s) |", "|---|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ips = f"{r['extract_ips']:.0f}" if r["extract_ips"] else "cached"
-        table.append(f"| {r['backbone']} | {r['layers']} | {r['resize']} | {r['precision']} | {r['dim']} | {r['head']} "
+        table.append(f"| {r['backbone']} | {r['layers']} | {r['resize']} | {r['scales']} | {r['precision']} "
+                     f"| {r['dim']} | {r['head']} "
                      f"| {r['val_acc']:.2%} | {r['roc_auc']:.4f} | {r['real_recall']:.2%} | {r['fake_recall']:.2%} "
                      f"| {r['fit_s']:.1f} | {ips} |")
     body = (f"{len(frame)} CIFAKE train images ({len(emb.frame)} distinct), split by content id 80/20 (seed 0): "

@@ -38,6 +38,7 @@ INTERPOLATIONS = {
 }
 FINETUNED_DIR = Path("cache") / "finetuned"
 LAYERS = ("final", "multi", "blocks")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OFFLINE_HINT = (
     "Alternatives that work offline: pass a local weights file "
     "(timm: --checkpoint FILE; clip: clip:<arch>:/path/to/checkpoint.pt), use the bundled "
@@ -370,7 +371,7 @@ def cpu_has_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto``: bf16 on CPUs with native bf16 and on bf16-capable CUDA, fp16 on other CUDA, else fp32."""
     if precision != "auto":
-        if precision not in ("fp32", "bf16", "fp16"):
+        if precision not in PRECISIONS:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
         return precision
     if device.type == "cuda":

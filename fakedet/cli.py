@@ -9,7 +9,7 @@ import click
 import pandas as pd
 
 from . import __version__
-from .backbones import LAYERS, BackboneError, list_backbones
+from .backbones import LAYERS, PRECISIONS, BackboneError, list_backbones
 from .store import DEFAULT_CACHE, Store, StoreError
 
 
@@ -57,7 +57,7 @@ DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps
 BATCH_SIZE = click.option("--batch-size", type=click.IntRange(1), default=64)
 WORKERS = click.option("--workers", type=click.IntRange(0), default=None,
                        help="image decoding processes [default: spare cores, 1..4]")
-PRECISION = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+PRECISION = click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
                          help="autocast precision; auto = bf16 on CPUs with bf16 units and on CUDA, else fp32")
 VAL_SIZE = click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
                         help="validation fraction (of train when the dataset has split folders)")
