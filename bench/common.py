@@ -60,6 +60,20 @@ def write_section(title: str, body: str, out: Path = ROOT / "BENCHMARKS.md") -> 
     print(section)
 
 
+def output_options(parser, title: str) -> None:
+    """``--title`` and ``--no-write``: where a benchmark's result goes (see ``publish``)."""
+    parser.add_argument("--title", default=title, help="BENCHMARKS.md section to (re)write")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
+
+
+def publish(args, body: str) -> None:
+    """Print ``body`` (``--no-write``) or write it to BENCHMARKS.md as section ``## <--title>``."""
+    if args.no_write:
+        print(body)
+    else:
+        write_section(args.title, body)
+
+
 def require(path: Path) -> Path:
     if not path.exists():
         sys.exit(f"{path} not found: the benchmarks need ../shared/data beside the repository")

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CIFAKE, ROOT, require, write_section  # noqa: E402
+from common import CIFAKE, ROOT, output_options, publish, require  # noqa: E402
 
 from fakedet.backbones import create_backbone  # noqa: E402
 from fakedet.datasets import discover  # noqa: E402
@@ -149,15 +149,10 @@ def main() -> None:
                         help="image sizes for the seconds-per-step table ('' to skip)")
     parser.add_argument("--no-native-probe", dest="native_probe", action="store_false",
                         help="skip the extra baseline: the frozen backbone at its own preprocessing + logreg")
-    parser.add_argument("--title", default="Fine-tuning", help="BENCHMARKS.md section to (re)write")
-    parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
+    output_options(parser, "Fine-tuning")
     args = parser.parse_args()
     require(args.data)
-    body = run(args)
-    if args.no_write:
-        print(body)
-    else:
-        write_section(args.title, body)
+    publish(args, run(args))
 
 
 if __name__ == "__main__":

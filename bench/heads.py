@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_section  # noqa: E402
+from common import output_options, publish  # noqa: E402
 
 from fakedet.detector import pick_set, to_markdown  # noqa: E402
 from fakedet.heads import HEADS, make_head  # noqa: E402
@@ -57,15 +57,10 @@ def main() -> None:
     parser.add_argument("--backbone", "-b", default=None, help="embedding set: spec, key or key prefix")
     parser.add_argument("--heads", default=",".join(HEADS), help="comma-separated head names")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--title", default="Heads", help="BENCHMARKS.md section to (re)write")
-    parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
+    output_options(parser, "Heads")
     args = parser.parse_args()
     table, data = run(args.store, args.backbone, args.heads.split(","), args.seed)
-    body = f"Data: {data}. Accuracies at threshold 0.5 on val.\n\n{to_markdown(table)}"
-    if args.no_write:
-        print(body)
-    else:
-        write_section(args.title, body)
+    publish(args, f"Data: {data}. Accuracies at threshold 0.5 on val.\n\n{to_markdown(table)}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CIFAKE, ROOT, require, write_section  # noqa: E402
+from common import CIFAKE, ROOT, output_options, publish, require  # noqa: E402
 
 from fakedet.backbones import PRECISIONS  # noqa: E402
 from fakedet.datasets import discover  # noqa: E402
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--head", action="append", default=None, help="heads to fit [default: logreg]")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache" / "bench")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--title", default="Detection quality (CIFAKE validation split)")
+    output_options(parser, "Detection quality (CIFAKE validation split)")
     args = parser.parse_args()
     require(CIFAKE)
     configs = [c.split(",") for c in (args.config or ["effnet-lite0,final,backbone"])]
@@ -85,7 +85,7 @@ def main() -> None:
     body = (f"{len(frame)} CIFAKE train images ({len(emb.frame)} distinct), split by content id 80/20 (seed 0): "
             f"{n_val} validation images.\n\n"
             + "\n".join(table))
-    write_section(args.title, body)
+    publish(args, body)
 
 
 if __name__ == "__main__":
