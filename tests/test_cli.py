@@ -88,6 +88,26 @@ def test_evaluate_refuses_embeddings_of_another_backbone_setting(lab):
     assert "fakedet extract DATA --backbone effnet-lite0 --layers final --resize resize:64" in output
 
 
+def test_two_scale_embeddings_their_model_and_bad_scales(lab, tmp_path):
+    cache = tmp_path / "cache"
+
+    def sets() -> set[str]:
+        store = Store(cache / "data.h5")
+        return set(store.embedding_sets()["key"]) if store.exists else set()
+
+    assert "scales '0': distinct factors" in run("extract", lab.data, "--cache", cache, *FAST, "--scales", "0", code=2)
+    assert sets() == set()  # refused before anything was written
+    run("extract", lab.data, "--cache", cache, *FAST, "--layers", "blocks", "--scales", "1,0.5")
+    run("extract", lab.data, "--cache", cache, *FAST, "--layers", "blocks")
+    assert "1,0.5" in run("info", "--cache", cache / "data.h5")
+    model = tmp_path / "model"
+    run("fit", "--cache", cache, "-b", "effnet-lite0.blocks.resize64.x1-0.5", "--out", model)
+    single = next(k for k in sets() if ".x1-0.5" not in k)
+    output = run("evaluate", model, "--cache", cache, "--data", "data", "--key", single, code=2)
+    assert "was not made by this model's backbone" in output
+    assert "--layers blocks --resize resize:64 --interpolation bicubic --scales 1,0.5 --precision fp32" in output
+
+
 def test_compare_writes_one_table_best_first(lab):
     output = run("compare", "--data", "data", "--cache", lab.cache, "--head", "knn", "--head", "logreg",
                  "--out", lab.root / "reports")
