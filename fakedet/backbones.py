@@ -20,7 +20,7 @@ import hashlib
 import importlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -239,6 +239,9 @@ class Backbone:
     precision: str
     device: torch.device
     family: str
+    runtime: str | None = None  # engine of ``embed`` (fakedet.runtimes); None = torch, not chosen yet
+    runtime_reason: str = ""
+    runner: Callable[[torch.Tensor], np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def layers(self) -> str:
@@ -294,6 +297,8 @@ class Backbone:
     @torch.inference_mode()
     def embed(self, batch: torch.Tensor) -> np.ndarray:
         """Features of a uint8 image batch as float32 numpy (B, dim)."""
+        if self.runner is not None:
+            return self.runner(batch)
         with self.autocast():
             return self.model(self.to_input(batch)).float().cpu().numpy()
 

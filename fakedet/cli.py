@@ -59,6 +59,9 @@ WORKERS = click.option("--workers", type=click.IntRange(0), default=None,
                        help="image decoding processes [default: spare cores, 1..4]")
 PRECISION = click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
                          help="autocast precision; auto = bf16 on CPUs with bf16 units and on CUDA, else fp32")
+RUNTIME = click.option("--runtime", type=click.Choice(["auto", "torch", "compile", "onnx"]), default=None,
+                       help="engine of the forward pass: auto = the fastest measured on this machine (cached); "
+                            "onnx = ONNX Runtime (fakedet[onnx]) [default: $FAKEDET_RUNTIME or auto]")
 VAL_SIZE = click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
                         help="validation fraction (of train when the dataset has split folders)")
 
@@ -80,13 +83,13 @@ backbone_options = options(  # pick a backbone and how images are fed to it
                      default=None, help="resampling filter [default: the backbone's]"),
         click.option("--scales", default=None,
                      help="also embed the input resized by these factors and concatenate, e.g. 1,0.5 [default: 1]"),
-        PRECISION, DEVICE, BATCH_SIZE, WORKERS,
+        PRECISION, DEVICE, RUNTIME, BATCH_SIZE, WORKERS,
 )
 
 
 def backbone_kwargs(kw: dict) -> dict:
     """The create_backbone keyword arguments among a command's options."""
-    names = ("checkpoint", "layers", "resize", "interpolation", "scales", "precision", "device")
+    names = ("checkpoint", "layers", "resize", "interpolation", "scales", "precision", "device", "runtime")
     return {k: kw[k] for k in names}
 
 
@@ -107,10 +110,13 @@ def extract(data, backbone, batch_size, workers, dtype, cache, quiet, **kw):
 
 @cli.command()
 @click.option("--failures", is_flag=True, help="list every image that could not be embedded")
+@click.option("--runtimes", is_flag=True, help="the forward-pass speeds `--runtime auto` measured (img/s)")
 @cache_option
-def info(failures, cache):
+def info(failures, runtimes, cache):
     """What the cache holds: datasets, image counts, embedding sets."""
     root = Path(cache) if cache is not None else DEFAULT_CACHE
+    if runtimes:
+        return show_runtimes(root.parent if root.suffix in (".h5", ".hdf5") else root)
     paths = [root] if root.suffix in (".h5", ".hdf5") else sorted(root.glob("*.h5"))
     if not paths:
         click.echo(f"no caches in {root}; run `fakedet extract DATA` first")
@@ -133,6 +139,22 @@ def info(failures, cache):
         click.echo(f"  failures: {len(bad)}")
         if failures and len(bad):
             click.echo("  " + bad[["path", "reason"]].to_string(index=False).replace("\n", "\n  "))
+
+
+def show_runtimes(folder: Path) -> None:
+    """Print the cached `--runtime auto` measurements under ``folder``, this machine's first."""
+    from .runtimes import machine, measurements
+
+    table = measurements(folder)
+    if table.empty:
+        click.echo(f"no runtime measurements in {folder}; `--runtime auto` measures on first use")
+        return
+    click.echo(f"this machine: {machine()}")
+    for (name, this), rows in table.sort_values("this", ascending=False).groupby(["machine", "this"], sort=False):
+        click.secho(("this machine" if this else name) + " (img/s, bare forward pass):", bold=True)
+        rows = rows.drop(columns=["machine", "this"]).dropna(axis=1, how="all")
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            click.echo("  " + rows.to_string(index=False).replace("\n", "\n  "))
 
 
 @cli.command()
@@ -185,7 +207,8 @@ fit_options = options(  # split and preprocessing options shared by fit and comp
                                                         "[default: the head's]"),
 )
 run_options = options(  # for embedding images not cached yet, with a model's backbone
-    checkpoint_option("local weights file, if the model's backbone was made from one"), DEVICE, BATCH_SIZE, WORKERS,
+    checkpoint_option("local weights file, if the model's backbone was made from one"), DEVICE, RUNTIME, BATCH_SIZE,
+    WORKERS,
 )
 
 
@@ -264,15 +287,15 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
 @run_options
 @cache_option
 @quiet_option
-def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_size, workers, cache, quiet):
+def evaluate(model, data, split, key, perturb, out, checkpoint, device, runtime, batch_size, workers, cache, quiet):
     """Metrics of MODEL (folder or name) on a split of its data, under perturbations, or on other datasets."""
     from .detector import Detector, evaluate as run, find_model, to_markdown
     from .metrics import format_metrics
 
     directory = find_model(model, cache)
     detector = Detector.load(directory)
-    options = dict(split=split, cache=cache, checkpoint=checkpoint, device=device, batch_size=batch_size,
-                   workers=workers, progress=not quiet)
+    options = dict(split=split, cache=cache, checkpoint=checkpoint, device=device, runtime=runtime,
+                   batch_size=batch_size, workers=workers, progress=not quiet)
     if perturb or len(data) > 1:
         from .perturb import parse_perturbation
         from .robustness import cross_evaluate, evaluate_perturbed
@@ -331,12 +354,12 @@ def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, ca
 @run_options
 @cache_option
 @quiet_option
-def predict(model, images, out, checkpoint, device, batch_size, workers, cache, quiet):
+def predict(model, images, out, checkpoint, device, runtime, batch_size, workers, cache, quiet):
     """P(fake) and label for IMAGES (files, folders or zips) with MODEL (folder or name)."""
     from .detector import Detector, find_model, predict as run
 
     detector = Detector.load(find_model(model, cache))
-    table = run(detector, list(images), cache=cache, checkpoint=checkpoint, device=device,
+    table = run(detector, list(images), cache=cache, checkpoint=checkpoint, device=device, runtime=runtime,
                 batch_size=batch_size, workers=workers, progress=not quiet)
     if out is None:
         click.echo(table.to_csv(index=False), nl=False)
@@ -356,20 +379,20 @@ def predict(model, images, out, checkpoint, device, batch_size, workers, cache, 
 @click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help='JSON file {"real": [...], "fake": [...]}')
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all")
-@options(DEVICE, BATCH_SIZE, WORKERS)
+@options(DEVICE, RUNTIME, BATCH_SIZE, WORKERS)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write the metrics as JSON")
 @cache_option
 @quiet_option
-def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, split, device, batch_size, workers,
-             out, cache, quiet):
+def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, split, device, runtime, batch_size,
+             workers, out, cache, quiet):
     """Zero-shot CLIP baseline: score DATA with text prompts, report the same metrics as evaluate."""
     from .metrics import format_metrics
     from .zeroshot import load_prompts, zeroshot as run
 
     chosen = load_prompts(prompts, list(real_prompt), list(fake_prompt))
     result = run(data, backbone, prompts=chosen, checkpoint=checkpoint, split=split, cache=cache, device=device,
-                 batch_size=batch_size, workers=workers, progress=not quiet)
+                 runtime=runtime, batch_size=batch_size, workers=workers, progress=not quiet)
     click.echo(f"zero-shot {backbone} on {result.name}")
     click.echo(format_metrics(result.metrics))
     if out is not None:

@@ -346,6 +346,7 @@ def embed_source(
     cache: str | Path | None = None,
     *,
     backbone: Callable[[], "Backbone"] | None = None,
+    runtime: str | None = None,
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool = False,
@@ -362,8 +363,8 @@ def embed_source(
     done = set(store.embedded_ids(key)) | set(store.failures()["id"]) if key else set()
     if not set(frame.loc[frame["error"] == "", "id"]) <= done:
         backbone = backbone or lazy_backbone(detector)
-        key = extract(source, backbone(), cache=cache, frame=frame, batch_size=batch_size, workers=workers,
-                      progress=progress).key
+        key = extract(source, backbone(), cache=cache, frame=frame, runtime=runtime, batch_size=batch_size,
+                      workers=workers, progress=progress).key
     emb = store.load(key)
     detector.check(emb)
     return emb, frame, store
@@ -396,6 +397,7 @@ def evaluate(
     cache: str | Path | None = None,
     checkpoint: str | Path | None = None,
     device: str = "auto",
+    runtime: str | None = None,
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool = False,
@@ -417,7 +419,7 @@ def evaluate(
         detector.check(emb)
     elif data is not None and not own and Path(data).exists() and Path(data).suffix not in (".h5", ".hdf5"):
         emb = embed_source(detector, data, cache, backbone=lazy_backbone(detector, checkpoint, device),
-                           batch_size=batch_size, workers=workers, progress=progress)[0]
+                           runtime=runtime, batch_size=batch_size, workers=workers, progress=progress)[0]
     else:
         found = matching_set(store, detector)
         if found is None:
@@ -525,6 +527,7 @@ def predict(
     cache: str | Path | None = None,
     checkpoint: str | Path | None = None,
     device: str = "auto",
+    runtime: str | None = None,
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool = False,
@@ -543,8 +546,8 @@ def predict(
             rows.append({"path": str(item), "error": "no such file or folder"})
         elif item.is_dir() or item.suffix.lower() == ".zip":
             try:
-                emb, frame, store = embed_source(detector, item, cache, backbone=backbone, batch_size=batch_size,
-                                                 workers=workers, progress=progress)
+                emb, frame, store = embed_source(detector, item, cache, backbone=backbone, runtime=runtime,
+                                                 batch_size=batch_size, workers=workers, progress=progress)
             except ModelMismatch:
                 raise
             except (OSError, zipfile.BadZipFile, StoreError) as err:
@@ -567,6 +570,9 @@ def predict(
             except (ImageDecodeError, OSError) as err:
                 rows[index]["error"] = str(err)
         if images:
+            from .runtimes import use_runtime
+
+            use_runtime(backbone(), runtime, store_path("", cache).parent, batch_size=batch_size)
             X = backbone().embed_images([image for _, image in images], batch_size=batch_size)
             for (index, _), p_fake in zip(images, detector.predict_proba(X)):
                 rows[index]["p_fake"] = float(p_fake)

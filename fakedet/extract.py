@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .backbones import Backbone, Preprocess, create_backbone
 from .datasets import ImageDecodeError, ImageSource, decode_image, discover, open_source
 from .perturb import Perturbation
+from .runtimes import describe, use_runtime
 from .store import Store, store_path
 
 
@@ -37,6 +38,7 @@ class ExtractResult:
     n_embedded: int
     failures: pd.DataFrame
     seconds: dict = field(default_factory=dict)
+    runtime: str = "torch"
 
     @property
     def images_per_second(self) -> float:
@@ -50,6 +52,7 @@ class ExtractResult:
             f"{self.n_cached_before} already cached, {self.n_embedded} embedded now, {len(self.failures)} skipped",
         ]
         if self.n_embedded:
+            lines.append(f"runtime: {self.runtime}")
             lines.append(
                 f"time: {s['total']:.1f}s ({self.images_per_second:.0f} img/s): waiting for data {s['read']:.1f}s, "
                 f"model {s['model']:.1f}s, writing {s['write']:.1f}s"
@@ -115,6 +118,7 @@ def extract(
     scales: str | None = None,
     precision: str = "auto",
     device: str = "auto",
+    runtime: str | None = None,
     batch_size: int = 64,
     workers: int | None = None,
     dtype: str = "float32",
@@ -126,25 +130,31 @@ def extract(
 
     ``frame``: embed only these rows of ``source`` (as from ``discover``), merged into the store's
     image table; by default the whole source is discovered and its table replaces the stored one.
+    ``runtime``: see ``fakedet.runtimes`` (default ``$FAKEDET_RUNTIME`` or ``auto``); the ONNX file and
+    the measurements are cached next to the store.
     """
     start = time.perf_counter()
     src = open_source(source)
     full = frame is None
     if full:
         frame = discover(source, progress=progress)
-    if not isinstance(backbone, Backbone):
+    if isinstance(backbone, Backbone):
+        precision = backbone.precision  # a built backbone keeps its precision whatever the runtime
+    else:
         backbone = create_backbone(
             backbone, checkpoint=checkpoint, layers=layers, resize=resize,
             interpolation=interpolation, scales=scales, precision=precision, device=device,
         )
-    key = backbone.key + (f"+{perturb.name}" if perturb else "")
     store = Store(store_path(src.name, cache))
+    use_runtime(backbone, runtime, store.path.parent, precision=precision, batch_size=batch_size)
+    key = backbone.key + (f"+{perturb.name}" if perturb else "")
     attrs = {
         "spec": backbone.spec,
         "fingerprint": backbone.fingerprint,
         "identity": backbone.identity,
         "preprocess": str(backbone.preprocess),
         "perturb": perturb.name if perturb else "",
+        "runtime": backbone.runtime,
     }
     with store.writer(source=src.root) as writer:
         writer.write_images(frame, replace=full)
@@ -167,6 +177,7 @@ def extract(
     return ExtractResult(
         store=store.path, key=key, n_images=len(frame), n_unique=frame["id"].nunique(),
         n_cached_before=n_cached, n_embedded=len(todo) - len(failed), failures=all_failures, seconds=seconds,
+        runtime=describe(backbone),
     )
 
 

@@ -30,7 +30,7 @@ def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], da
                        **options) -> pd.DataFrame:
     """Metrics on the clean images, then on each perturbed copy of the same images.
 
-    ``options``: split, cache, checkpoint, device, batch_size, workers, progress (as for ``evaluate``).
+    ``options``: split, cache, checkpoint, device, runtime, batch_size, workers, progress (as for ``evaluate``).
     """
     clean = evaluate(detector, data, **options)
     store = Store(detector.training["store"]) if data is None else find_store(data, options.get("cache"))
@@ -41,7 +41,7 @@ def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], da
     frame = per_id(store.images())
     frame = frame[frame["id"].isin(clean.predictions["id"])].drop(columns=["n_copies", "label_conflict"])
     backbone = detector.create_backbone(options.get("checkpoint"), options.get("device", "auto"))
-    run = {k: options[k] for k in ("batch_size", "workers", "progress") if k in options}
+    run = {k: options[k] for k in ("runtime", "batch_size", "workers", "progress") if k in options}
     rows = [{"perturbation": "none", **summary_row(clean.name, clean)}]
     for perturbation in perturbations:
         result = extract(source, backbone, cache=store.path, frame=frame, perturb=perturbation, **run)

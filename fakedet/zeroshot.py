@@ -71,7 +71,7 @@ def zero_shot_scores(image_embeddings: np.ndarray, text: np.ndarray, scale: floa
 
 
 def zeroshot(data: str | Path, spec: str, *, prompts: dict[str, list[str]] | None = None,
-             checkpoint=None, split: str = "all", cache=None, device: str = "auto",
+             checkpoint=None, split: str = "all", cache=None, device: str = "auto", runtime: str | None = None,
              batch_size: int = 64, workers: int | None = None, progress: bool = False) -> Evaluation:
     """Zero-shot metrics of CLIP ``spec`` on the labelled images of ``data`` (folder or zip).
 
@@ -80,7 +80,8 @@ def zeroshot(data: str | Path, spec: str, *, prompts: dict[str, list[str]] | Non
     """
     prompts = prompts or DEFAULT_PROMPTS
     backbone = create_backbone(spec, checkpoint=checkpoint, device=device)
-    result = extract(data, backbone, cache=cache, batch_size=batch_size, workers=workers, progress=progress)
+    result = extract(data, backbone, cache=cache, runtime=runtime, batch_size=batch_size, workers=workers,
+                     progress=progress)
     emb = Store(result.store).load(result.key)
     text, scale = text_classifier(spec, prompts, checkpoint)
     frame = emb.frame[["id", "path", "split", "label"]].copy()

@@ -26,6 +26,7 @@ Fixtures (factories writing under ``tmp_path``; both return the written path):
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zipfile
 import zlib
@@ -34,6 +35,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+# The suite runs the torch engine unless told otherwise: `--runtime auto` would export and time every
+# backbone of every test (tests/test_runtimes.py covers the runtimes explicitly).
+os.environ.setdefault("FAKEDET_RUNTIME", "torch")
 
 CIFAKE_LAYOUT = {"train/REAL": 4, "train/FAKE": 4}
 FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "webp": "WEBP"}

@@ -1,0 +1,240 @@
+"""Which engine runs a backbone's forward pass: ``torch`` (eager), ``compile`` (torch.compile),
+``onnx`` (ONNX Runtime, see ``onnx_runtime``) or ``auto`` (the fastest, measured on this machine).
+
+``use_runtime(backbone, runtime, folder)`` gives the backbone a runner with the same contract as
+``Backbone.embed`` (uint8 batch -> float32 numpy features). The runtime is not part of the
+fingerprint: every runner computes the same numbers as torch at the same precision within
+``onnx_runtime.TOLERANCE`` (checked on a probe batch before an ONNX file is used), far below what
+tells images apart, so sets and models stay valid whichever engine made them. Precision does
+change the numbers and stays in the fingerprint; ``auto`` may pick it only when the precision
+asked for is ``auto`` too.
+
+``auto`` times a few batches of each candidate (torch at each precision, onnx at fp32) at the
+real input size and batch size, and caches the rates per machine and backbone in
+``<cache folder>/runtimes.json`` (shown by ``fakedet info --runtimes``). ``compile`` is not a
+candidate: compiling takes about a minute per process on a 2-core CPU, more than it saves on
+most runs; ask for it by name.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .backbones import Backbone, BackboneError, resolve_precision
+from .onnx_runtime import INSTALL, ExportError, load_onnx, onnx_available
+
+RUNTIMES = ("auto", "torch", "compile", "onnx")
+MEASURE_FILE = "runtimes.json"
+
+
+def default_runtime() -> str:
+    """``$FAKEDET_RUNTIME`` when set (e.g. ``torch`` in the test suite), else ``auto``."""
+    return os.environ.get("FAKEDET_RUNTIME", "auto")
+
+
+class CompiledRunner:
+    """``torch.compile`` of the feature model; a short last batch is padded to the compiled size."""
+
+    def __init__(self, backbone: Backbone):
+        self.backbone = backbone
+        self.compiled = torch.compile(backbone.model)
+        self.size = 0
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        n = len(batch)
+        self.size = max(self.size, n)
+        if n < self.size:
+            batch = torch.cat([batch, batch.new_zeros((self.size - n, *batch.shape[1:]))])
+        with self.backbone.autocast():
+            return self.compiled(self.backbone.to_input(batch)).float().cpu().numpy()[:n]
+
+
+def compiler_missing(device: torch.device) -> str | None:
+    """Why torch.compile cannot run here (inductor needs a C++ compiler on CPU), or None."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+        return "torch.compile needs a C++ compiler on CPU: apt-get install g++ (or use --runtime onnx / torch)"
+    return None
+
+
+def use_runtime(backbone: Backbone, runtime: str | None = None, folder: str | Path = ".", *,
+                precision: str | None = None, batch_size: int = 64) -> Backbone:
+    """Give ``backbone`` the runner for ``runtime`` (see module docstring); returns it, changed in place.
+
+    ``precision``: what the user asked for; only ``auto`` lets the runtime choose it (the
+    backbone's resolved precision is kept otherwise). A backbone that already has a runtime is
+    returned as is. An unavailable runtime named explicitly raises ``BackboneError`` with the
+    install command; a model ONNX cannot export falls back to torch, with the reason in
+    ``backbone.runtime_reason``.
+    """
+    if backbone.runtime is not None:
+        return backbone
+    runtime = runtime or default_runtime()
+    if runtime not in RUNTIMES:
+        raise BackboneError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    free = precision == "auto"
+    if runtime == "auto":
+        runtime, chosen, backbone.runtime_reason = choose(backbone, folder, free, batch_size)
+        backbone.precision = chosen
+    if runtime == "onnx":
+        missing = onnx_available()
+        if missing:
+            raise BackboneError(f"--runtime onnx needs {missing}: {INSTALL}")
+        if free:
+            backbone.precision = "fp32"
+        try:
+            backbone.runner = load_onnx(backbone, folder)
+        except ExportError as err:
+            runtime, backbone.runtime_reason = "torch", f"onnx refused, ran torch: {err}"
+    elif runtime == "compile":
+        reason = compiler_missing(backbone.device)
+        if reason:
+            raise BackboneError(reason)
+        backbone.runner = CompiledRunner(backbone)
+    backbone.runtime = runtime
+    return backbone
+
+
+def describe(backbone: Backbone) -> str:
+    """``'onnx fp32 (why)'``: the engine, precision and reason of the choice, for summaries."""
+    reason = f" ({backbone.runtime_reason})" if backbone.runtime_reason else ""
+    return f"{backbone.runtime or 'torch'} {backbone.precision}{reason}"
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def machine() -> str:
+    """This machine as the measurements see it: CPU model, usable cores, GPU, library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    try:
+        import onnxruntime
+
+        ort = f"onnxruntime {onnxruntime.__version__}"
+    except ImportError:
+        ort = "no onnxruntime"
+    return f"{cpu}, {cores} cores, {gpu}, torch {torch.__version__}, {ort}"
+
+
+def candidates(backbone: Backbone, free: bool) -> list[tuple[str, str]]:
+    """(runtime, precision) pairs ``auto`` times for this backbone."""
+    device = backbone.device
+    precisions = [backbone.precision]
+    if free:
+        low = {"cuda": [resolve_precision("auto", device)], "cpu": ["bf16"]}.get(device.type, [])
+        precisions = ["fp32", *low]
+    pairs = [("torch", p) for p in dict.fromkeys(precisions)]
+    if "fp32" in precisions and onnx_available() is None:
+        pairs.append(("onnx", "fp32"))
+    return pairs
+
+
+def _measure_key(backbone: Backbone, batch_size: int) -> str:
+    """The backbone's identity without precision (the candidates share it), plus the batch size."""
+    identity = {k: v for k, v in backbone.identity.items() if k != "precision"}
+    digest = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=8).hexdigest()
+    return f"{backbone.key.rsplit('-', 1)[0]}-{digest} batch {batch_size}"
+
+
+def choose(backbone: Backbone, folder: str | Path, free: bool, batch_size: int) -> tuple[str, str, str]:
+    """(runtime, precision, reason) of the fastest candidate, from the cache or measured now."""
+    pairs = candidates(backbone, free)
+    if len(pairs) == 1:
+        return (*pairs[0], "the only candidate")
+    path = Path(folder) / MEASURE_FILE
+    book = _read(path)
+    entry = book.get(machine(), {}).get(_measure_key(backbone, batch_size))
+    labels = [f"{r}/{p}" for r, p in pairs]
+    if entry is None or not set(labels) <= set(entry["rates"]):
+        rates = measure(backbone, pairs, batch_size, Path(folder))
+        entry = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "threads": torch.get_num_threads(), "rates": rates}
+        book = _read(path)  # another process may have written meanwhile
+        book.setdefault(machine(), {})[_measure_key(backbone, batch_size)] = entry
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(book, indent=1, sort_keys=True))
+        os.replace(partial, path)
+    rates = {label: entry["rates"][label] for label in labels}
+    best = max(rates, key=rates.get)
+    runtime, precision = best.split("/")
+    others = ", ".join(f"{k} {v:.0f}" for k, v in rates.items() if k != best)
+    return runtime, precision, f"auto: {best} {rates[best]:.0f} img/s (measured {entry['measured']}; {others})"
+
+
+def measure(backbone: Backbone, pairs: list[tuple[str, str]], batch_size: int, folder: Path,
+            batches: int = 3, seconds: float = 3.0) -> dict[str, float]:
+    """Images per second of the bare forward pass for each (runtime, precision), same random batch.
+
+    One warm-up batch, then up to ``batches`` timed ones (stopping after ``seconds``). A
+    candidate whose warm-up alone is 3x slower than the best rate so far is not timed further
+    (its warm-up rate is kept); one that cannot run here gets rate 0.
+    """
+    size = backbone.preprocess.size
+    batch = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
+    saved = backbone.precision, backbone.runner
+    rates: dict[str, float] = {}
+    try:
+        for runtime, precision in pairs:
+            backbone.precision, backbone.runner = precision, None
+            try:
+                if runtime == "onnx":
+                    backbone.runner = load_onnx(backbone, folder)
+                start = time.perf_counter()
+                backbone.embed(batch)
+                warm = time.perf_counter() - start
+                best = max(rates.values(), default=0.0)
+                if best and batch_size / warm < best / 3:
+                    rates[f"{runtime}/{precision}"] = batch_size / warm
+                    continue
+                start, n = time.perf_counter(), 0
+                while n < batches and (n == 0 or time.perf_counter() - start < seconds):
+                    backbone.embed(batch)
+                    n += 1
+                rates[f"{runtime}/{precision}"] = n * batch_size / (time.perf_counter() - start)
+            except (ExportError, RuntimeError) as err:
+                rates[f"{runtime}/{precision}"] = 0.0
+                backbone.runtime_reason = f"{runtime}/{precision} cannot run: {err}"
+    finally:
+        backbone.precision, backbone.runner = saved
+    return rates
+
+
+def _read(path: Path) -> dict:
+    try:
+        book = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return book if isinstance(book, dict) else {}
+
+
+def measurements(folder: str | Path) -> pd.DataFrame:
+    """The cached ``auto`` measurements under ``folder``: machine, backbone, when, rates, choice."""
+    rows = []
+    for name, entries in _read(Path(folder) / MEASURE_FILE).items():
+        for key, entry in entries.items():
+            rates = entry.get("rates", {})
+            rows.append({"machine": name, "this": name == machine(), "backbone": key,
+                         "measured": entry.get("measured"), "threads": entry.get("threads"),
+                         **{label: round(rate, 1) for label, rate in rates.items()},
+                         "choice": max(rates, key=rates.get) if rates else ""})
+    return pd.DataFrame(rows)
