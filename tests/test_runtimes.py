@@ -233,3 +233,24 @@ def test_compile_equals_torch_and_pads_the_last_batch(tiny_clip, tmp_path):
     for batch, reference in zip(batches, expected):
         got = backbone.embed(batch)
         assert got.shape == reference.shape and relative_difference(got, reference) <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_take_the_runtime(tmp_path):
+    """A model fit on torch embeddings predicts the same with onnx, for a folder and for loose files."""
+    from fakedet.detector import evaluate, fit, predict
+
+    data = write_tree(tmp_path / "data", layout_files({"train/REAL": 6, "train/FAKE": 6}, size=32))
+    extract(data, "effnet-lite0", cache=tmp_path / "cache", resize="32", precision="fp32", runtime="torch",
+            progress=False)
+    detector = fit(cache=tmp_path / "cache", random_state=0)
+    other = write_tree(tmp_path / "other", layout_files({"REAL": 2, "FAKE": 2}, size=40))
+    loose = sorted(other.rglob("*.jpg"))[:2]
+    tables = {rt: predict(detector, [other, *loose], cache=tmp_path / f"cache-{rt}", runtime=rt, device="cpu")
+              for rt in ("torch", "onnx")}
+    assert tables["onnx"]["label"].tolist() == tables["torch"]["label"].tolist()
+    np.testing.assert_allclose(tables["onnx"]["p_fake"], tables["torch"]["p_fake"], atol=1e-4)
+    assert (tmp_path / "cache-onnx" / "onnx").is_dir() and not (tmp_path / "cache-torch" / "onnx").exists()
+    scored = evaluate(detector, other, cache=tmp_path / "cache-eval", runtime="onnx", device="cpu")
+    assert Store(tmp_path / "cache-eval" / "other.h5").load(detector.key).attrs["runtime"] == "onnx"
+    assert scored.metrics["n"] == 4
