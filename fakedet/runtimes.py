@@ -159,7 +159,7 @@ def choose(backbone: Backbone, folder: str | Path, free: bool, batch_size: int) 
     """(runtime, precision, reason) of the fastest candidate, from the cache or measured now."""
     pairs = candidates(backbone, free)
     if len(pairs) == 1:
-        return (*pairs[0], "the only candidate")
+        return (*pairs[0], f"auto: {'/'.join(pairs[0])} is the only candidate here")
     path = Path(folder) / MEASURE_FILE
     book = _read(path)
     entry = book.get(machine(), {}).get(_measure_key(backbone, batch_size))
@@ -211,7 +211,7 @@ def measure(backbone: Backbone, pairs: list[tuple[str, str]], batch_size: int, f
                     backbone.embed(batch)
                     n += 1
                 rates[f"{runtime}/{precision}"] = n * batch_size / (time.perf_counter() - start)
-            except (ExportError, RuntimeError) as err:
+            except RuntimeError as err:  # ExportError, or a runtime that cannot run this model here
                 rates[f"{runtime}/{precision}"] = 0.0
                 backbone.runtime_reason = f"{runtime}/{precision} cannot run: {err}"
     finally:
