@@ -20,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import threading
+import time
 import zipfile
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
@@ -306,3 +309,24 @@ def create_app(detector, *, backbone=None, checkpoint=None, device: str = "auto"
         return Response(data, media_type="image/png")
 
     return app
+
+
+@contextmanager
+def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 120) -> Iterator[str]:
+    """Run ``app`` under uvicorn in a thread (port 0: a free one); yields its URL, stops on exit."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        server.should_exit = True
+        raise RuntimeError(f"uvicorn did not start within {timeout:g} s")
+    try:
+        yield f"http://{host}:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)

@@ -16,7 +16,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from fakedet.cli import cli  # noqa: E402
-from fakedet.serve import Batcher, Limits, create_app  # noqa: E402
+from fakedet.serve import Batcher, Limits, background_server, create_app  # noqa: E402
 from fakedet.store import Store  # noqa: E402
 
 LIMITS = Limits(max_request_bytes=300_000, max_pixels=200_000, max_images=6, max_batch=8)
@@ -142,3 +142,54 @@ def test_concurrent_requests_are_embedded_in_one_batch(model):
 def test_serve_binds_loopback_by_default():
     host = next(p for p in cli.commands["serve"].params if p.name == "host")
     assert host.default == "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+
+@pytest.fixture
+def live_server(model):
+    """The app under uvicorn on a free loopback port, stopped after the test."""
+    with background_server(create_app(model.detector, backbone=model.backbone, limits=LIMITS, k=3)) as url:
+        yield url
+
+
+def test_page_in_chromium_shows_verdict_and_heat_map(live_server, tmp_path):
+    import os
+    import shutil
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from fakedet.report import BrowserUnavailable, chromium
+
+    try:
+        driver = chromium(1100, 900)
+    except BrowserUnavailable as err:
+        pytest.skip(f"no headless browser: {err}")
+    photo, generated = tmp_path / "holiday photo.jpg", tmp_path / "generated.png"
+    make_image("smooth", (320, 240), 11).save(photo, quality=92)
+    make_image("checker", (256, 256), 12).save(generated)
+    try:
+        driver.get(live_server)
+        assert "is this image generated" in driver.title
+        driver.find_element(By.ID, "files").send_keys(f"{photo}\n{generated}")
+        loaded = ("return Array.from(document.querySelectorAll('.card.result img')).filter("
+                  "i => i.complete && i.naturalWidth > 0).length")
+        # 2 heat maps + 2 x 3 neighbour thumbnails
+        WebDriverWait(driver, 180, poll_frequency=0.2).until(lambda d: d.execute_script(loaded) == 8)
+        cards = driver.find_elements(By.CSS_SELECTOR, ".card.result")
+        names = sorted(c.find_element(By.CLASS_NAME, "name").text for c in cards)
+        assert names == ["generated.png", "holiday photo.jpg"]
+        verdicts = {c.find_element(By.CLASS_NAME, "name").text: c.find_element(By.CLASS_NAME, "verdict").text
+                    for c in cards}
+        assert verdicts["generated.png"] == "Generated (fake)" and verdicts["holiday photo.jpg"] == "Real photo"
+        assert all("P(fake) = " in c.text and "threshold" in c.text for c in cards)
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+        shot = tmp_path / "serve.png"
+        driver.save_screenshot(str(shot))
+        if os.environ.get("FAKEDET_SCREENSHOT"):  # regenerate docs/serve.png: FAKEDET_SCREENSHOT=docs/serve.png
+            shutil.copy(shot, os.environ["FAKEDET_SCREENSHOT"])
+    finally:
+        driver.quit()
+        shutil.rmtree(driver.profile_dir, ignore_errors=True)
