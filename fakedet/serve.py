@@ -227,9 +227,18 @@ class Neighbours:
 # --------------------------------------------------------------------------- app
 
 
+def _json_safe(value):
+    """NaN / infinity (undefined metrics) -> None, recursively: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
 def model_info(detector, state) -> dict:
     return {"backbone": detector.backbone, "fingerprint": detector.fingerprint, "key": detector.key,
-            "head": detector.head, "threshold": detector.threshold, "metrics": detector.metrics,
+            "head": detector.head, "threshold": detector.threshold, "metrics": _json_safe(detector.metrics),
             "dataset": detector.training.get("dataset", ""), "explain_method": state.explainer.method,
             "neighbours": len(state.neighbours), "neighbours_note": state.neighbours.reason,
             "input_size": state.backbone.preprocess.size, "limits": asdict(state.limits)}

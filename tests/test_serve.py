@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import io
 import zipfile
 
@@ -108,6 +109,13 @@ def test_malformed_requests_get_4xx_json_and_the_server_keeps_serving(client, fi
     assert response.status_code == status
     assert words in str(response.json()["detail"])
     assert post(client, "/v1/predict", ("ok.png", png("smooth", 1))).status_code == 200
+
+
+def test_undefined_metrics_are_sent_as_null(model):
+    detector = copy.copy(model.detector)
+    detector.metrics = {"val": {"roc_auc": float("nan"), "accuracy": 1.0}}
+    with TestClient(create_app(detector, backbone=model.backbone, limits=LIMITS)) as client:
+        assert client.get("/v1/model").json()["metrics"] == {"val": {"roc_auc": None, "accuracy": 1.0}}
 
 
 def test_no_server_paths_from_clients(client):
