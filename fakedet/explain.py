@@ -83,6 +83,10 @@ class Explainer:
     def __init__(self, detector, backbone=None, method: str = "auto", occlusion_grid: int = OCCLUSION_GRID):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        try:
+            import pytorch_grad_cam  # noqa: F401 - also draws the overlays
+        except ImportError:
+            raise ValueError("heat maps need the grad-cam package: pip install 'fakedet[explain]'") from None
         self.detector = detector
         self.backbone = backbone or detector.create_backbone()
         self.occlusion_grid = occlusion_grid

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .torch_head import detector_module
+from .torch_head import detector_module, torch_head
 
 FORMATS = ("onnx",)
 OPSET = 18  # Resize with antialias (multi-scale features) needs 18
@@ -28,8 +28,6 @@ def export_onnx(detector, out: str | Path, backbone=None, *, opset: int = OPSET)
     Raises ``NotExpressible`` for heads without a torch form, before building the backbone.
     """
     import onnx
-
-    from .torch_head import torch_head
 
     torch_head(detector.pipeline)  # refuse early
     backbone = backbone or detector.create_backbone(device="cpu")

@@ -49,6 +49,9 @@ class Limits:
     max_batch: int = 32  # images embedded together across concurrent requests
 
 
+ZIP_EXPANSION = 4  # a zip may expand to this many times the request cap in all
+
+
 class TooLarge(Exception):
     """The request body exceeds ``Limits.max_request_bytes``."""
 
@@ -110,15 +113,16 @@ def _zip_items(name: str, data: bytes, limits: Limits) -> list[dict]:
         return [{"name": name, "error": f"not a readable zip: {err}"}]
     if len(members) > limits.max_images:
         raise HTTPException(413, f"{name} holds {len(members)} files, more than {limits.max_images}")
-    items = []
+    items, budget = [], ZIP_EXPANSION * limits.max_request_bytes
     for member in members:
         label = f"{name}/{member.filename}"
-        if member.file_size > limits.max_request_bytes:
-            items.append({"name": label, "error": "member too large"})
-            continue
+        if member.file_size > min(limits.max_request_bytes, budget):
+            raise HTTPException(413, f"{name} expands to more than {budget} bytes")
         try:
             with archive.open(member) as file:
-                items.append(_decode(label, file.read(limits.max_request_bytes + 1), limits))
+                data = file.read(member.file_size + 1)
+            budget -= len(data)
+            items.append(_decode(label, data, limits))
         except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as err:
             items.append({"name": label, "error": f"cannot read: {err}"})
     return items
@@ -166,12 +170,14 @@ class Batcher:
                 p = self.detector.predict_proba(X)
             except Exception as err:  # noqa: BLE001 - handed to every waiting request
                 for _, future in jobs:
-                    future.set_exception(err)
+                    if not future.done():  # a client that went away has cancelled its future
+                        future.set_exception(err)
                 continue
             self.sizes.append(len(images))
             start = 0
             for job, future in jobs:
-                future.set_result((p[start : start + len(job)], X[start : start + len(job)]))
+                if not future.done():
+                    future.set_result((p[start : start + len(job)], X[start : start + len(job)]))
                 start += len(job)
 
 

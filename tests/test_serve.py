@@ -96,6 +96,14 @@ def test_explain_returns_a_heat_map_overlay(client, model):
     assert item["method"].startswith("grad-cam")
 
 
+def deflated_zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize("files, status, words", [
     ([], 422, ""),
     ([("notes.txt", b"hello, not an image")], 400, "no readable image"),
@@ -103,6 +111,9 @@ def test_explain_returns_a_heat_map_overlay(client, model):
     ([("big.png", b"\0" * 400_000)], 413, "request body"),
     ([(f"{i}.png", png("smooth", i, 16)) for i in range(7)], 413, "more than 6 images"),
     ([("a.png", truncated_jpeg())], 400, "no readable image"),
+    ([("bomb.zip", deflated_zip({"zeros.png": b"\0" * 2_000_000}))], 413, "expands to more than"),
+    ([("seven.zip", deflated_zip({f"{i}.png": png("smooth", i, 16) for i in range(7)}))], 413, "more than 6"),
+    ([("fake.zip", b"PK\x03\x04 not really a zip")], 400, "not a readable zip"),
 ])
 def test_malformed_requests_get_4xx_json_and_the_server_keeps_serving(client, files, status, words):
     response = post(client, "/v1/predict", *files) if files else client.post("/v1/predict")
