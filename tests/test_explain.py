@@ -73,3 +73,10 @@ def test_cli_explain_writes_overlay_and_map(models, tmp_path):
     assert Image.open(out / "left_fake.png").size == (128, 128)
     assert np.load(out / "left_fake.npy").shape == (128, 128)
     assert sorted(p.name for p in out.iterdir()) == ["left_fake.npy", "left_fake.png"]
+
+
+def test_grad_cam_with_two_scales_follows_the_full_resolution_pass(tmp_path):
+    model = fitted(tmp_path, "logreg", resize="128", scales="1,0.5")
+    for explanation in explain(model.detector, [half_checker(0), half_checker(1)], model.backbone):
+        assert explanation.heatmap.shape == (128, 128)
+        assert explanation.heatmap[:, :64].mean() > 3 * explanation.heatmap[:, 64:].mean() + 0.01
