@@ -77,7 +77,7 @@ class ImageBatches(Dataset):
         try:
             image = decode_image(self.source.read(self.paths[i]))
             if self.perturb is not None:
-                image = self.perturb(image)
+                image = self.perturb(image, self.ids[i])
             return self.ids[i], self.preprocess(image), ""
         except ImageDecodeError as err:
             return self.ids[i], None, str(err)
