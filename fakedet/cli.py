@@ -9,8 +9,9 @@ import click
 import pandas as pd
 
 from . import __version__
-from .backbones import LAYERS, PRECISIONS, BackboneError, list_backbones
-from .store import DEFAULT_CACHE, Store, StoreError
+from .backbone_config import INTERPOLATION_NAMES, LAYERS, PRECISIONS, PRESETS, BackboneConfig
+from .backbones import BackboneError, list_backbones
+from .store import DEFAULT_CACHE, StoreError
 
 
 class FakedetGroup(click.Group):
@@ -71,23 +72,30 @@ backbone_options = options(  # pick a backbone and how images are fed to it
         click.option("--backbone", "-b", default="effnet-lite0",
                      help=f"backbone spec: {', '.join(list_backbones())}"),
         checkpoint_option("local weights file for the backbone (.safetensors / .pt / .pth)"),
-        click.option("--layers", type=click.Choice(LAYERS), default="final",
+        click.option("--preset", type=click.Choice(list(PRESETS)), default="best",
+                     help="best: every block at two scales (1,0.5), resize chosen from the images' sizes; "
+                          "fast: the final embedding at the backbone's own size. --layers/--resize/--scales win"),
+        click.option("--layers", type=click.Choice(LAYERS), default=None,
                      help="final embedding; multi: pooled features of every stage (CNN) / block (ViT) plus the "
-                          "final one; blocks: every block of an EfficientNet (else = multi)"),
-        click.option("--resize", default="backbone",
-                     help="'backbone' (its own resize+crop), a size like 128 (squash), 'pad' or 'pad:64' (native pixels on a canvas)"),
-        click.option("--interpolation", type=click.Choice(["bicubic", "bilinear", "nearest", "lanczos", "box"]),
+                          "final one; blocks: every block of an EfficientNet (else = multi) [default: the preset's]"),
+        click.option("--resize", default=None,
+                     help="'auto' (from the images' median short side: 128..384 px), 'backbone' (its own "
+                          "resize+crop), a size like 128 (squash), 'pad' or 'pad:64' (native pixels on a canvas) "
+                          "[default: the preset's]"),
+        click.option("--interpolation", type=click.Choice(INTERPOLATION_NAMES),
                      default=None, help="resampling filter [default: the backbone's]"),
         click.option("--scales", default=None,
-                     help="also embed the input resized by these factors and concatenate, e.g. 1,0.5 [default: 1]"),
+                     help="also embed the input resized by these factors and concatenate, e.g. 1,0.5 "
+                          "[default: the preset's]"),
         PRECISION, DEVICE, BATCH_SIZE, WORKERS,
 )
 
 
-def backbone_kwargs(kw: dict) -> dict:
-    """The create_backbone keyword arguments among a command's options."""
-    names = ("checkpoint", "layers", "resize", "interpolation", "scales", "precision", "device")
-    return {k: kw[k] for k in names}
+def backbone_config(backbone: str, kw: dict) -> BackboneConfig:
+    """The ``BackboneConfig`` given by a command's backbone options."""
+    return BackboneConfig.preset(kw["preset"], backbone, checkpoint=kw["checkpoint"], layers=kw["layers"],
+                                 resize=kw["resize"], interpolation=kw["interpolation"], scales=kw["scales"],
+                                 precision=kw["precision"])
 
 
 @cli.command()
@@ -96,12 +104,12 @@ def backbone_kwargs(kw: dict) -> dict:
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", help="storage type of embeddings")
 @cache_option
 @quiet_option
-def extract(data, backbone, batch_size, workers, dtype, cache, quiet, **kw):
+def extract(data, backbone, device, batch_size, workers, dtype, cache, quiet, **kw):
     """Embed every readable image of DATA (folder or .zip) into the cache, once; resumable."""
     from .extract import extract as run
 
-    result = run(data, backbone, cache=cache, batch_size=batch_size, workers=workers, dtype=dtype,
-                 progress=not quiet, **backbone_kwargs(kw))
+    result = run(data, backbone_config(backbone, kw), cache=cache, device=device, batch_size=batch_size,
+                 workers=workers, dtype=dtype, progress=not quiet)
     click.echo(result.summary())
 
 
@@ -110,26 +118,19 @@ def extract(data, backbone, batch_size, workers, dtype, cache, quiet, **kw):
 @cache_option
 def info(failures, cache):
     """What the cache holds: datasets, image counts, embedding sets."""
-    root = Path(cache) if cache is not None else DEFAULT_CACHE
-    paths = [root] if root.suffix in (".h5", ".hdf5") else sorted(root.glob("*.h5"))
-    if not paths:
-        click.echo(f"no caches in {root}; run `fakedet extract DATA` first")
-        return
-    for path in paths:
-        store = Store(path)
-        images = store.images()
-        attrs = store.attrs()
-        click.secho(f"{path}  ({attrs['source']})", bold=True)
-        if not images.empty:
-            counts = images.groupby(["split", "label"]).size().rename("files").reset_index()
-            counts["label"] = counts["label"].map({0: "real", 1: "fake", -1: "unlabelled"})
-            click.echo(f"  {len(images)} files, {images['id'].nunique()} distinct")
-            click.echo("  " + counts.to_string(index=False).replace("\n", "\n  "))
-        sets = store.embedding_sets()
-        if not sets.empty:
-            table = sets[["key", "dim", "count", "dtype", "layers", "resize", "size", "scales", "precision", "updated"]]
-            click.echo("  " + table.to_string(index=False).replace("\n", "\n  "))
-        bad = store.failures()
+    from .catalog import cache_root, describe
+
+    stores = describe(cache)
+    if not stores:
+        click.echo(f"no caches in {cache_root(cache)}; run `fakedet extract DATA` first")
+    for found in stores:
+        click.secho(f"{found['path']}  ({found['source']})", bold=True)
+        if found["files"]:
+            click.echo(f"  {found['files']} files, {found['distinct']} distinct")
+            click.echo("  " + found["counts"].to_string(index=False).replace("\n", "\n  "))
+        if not found["sets"].empty:
+            click.echo("  " + found["sets"].to_string(index=False).replace("\n", "\n  "))
+        bad = found["failures"]
         click.echo(f"  failures: {len(bad)}")
         if failures and len(bad):
             click.echo("  " + bad[["path", "reason"]].to_string(index=False).replace("\n", "\n  "))
@@ -205,15 +206,6 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
     return params
 
 
-def write_table(table: pd.DataFrame, out: Path) -> None:
-    """A table as ``.json`` (records) or CSV, by the file suffix."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".json":
-        table.to_json(out, orient="records", indent=2)
-    else:
-        table.to_csv(out, index=False)
-
-
 @cli.command()
 @data_option
 @click.option("--backbone", "-b", default=None,
@@ -229,13 +221,16 @@ def write_table(table: pd.DataFrame, out: Path) -> None:
 @cache_option
 def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, out, cache):
     """Fit a classifier head on cached embeddings; save it with its metrics."""
-    from .detector import fit as run, model_dir
+    from .catalog import model_dir, model_name
     from .metrics import format_metrics
+    from .workflow import fit as run
 
     detector = run(data, backbone, head, params=parse_params(param, config), preprocess=preprocess, cache=cache,
                    val_size=val_size, test_size=test_size, cv=cv, random_state=seed)
     training = detector.training
     click.echo(f"{head} on {training['dataset']} / {detector.key}: split by {training['split']}")
+    if "tuned" in training:
+        click.echo("tuned by cross-validation on train: " + ", ".join(f"{k}={v:g}" for k, v in training["tuned"].items()))
     for name, metrics in detector.metrics.items():
         if name == "cv":
             click.secho(f"[{metrics['folds']}-fold cross-validation on train+val, threshold 0.5]", bold=True)
@@ -244,7 +239,7 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
         else:
             click.secho(f"[{name}]", bold=True)
             click.echo(format_metrics(metrics))
-    directory = detector.save(out or model_dir(f"{training['dataset']}-{detector.key}-{head}", cache))
+    directory = detector.save(out or model_dir(model_name(training["dataset"], detector.key, head), cache))
     click.echo(f"model saved to {directory} (threshold {detector.threshold:.4f} chosen on "
                f"{training['threshold_from']})")
 
@@ -266,8 +261,11 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
 @quiet_option
 def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_size, workers, cache, quiet):
     """Metrics of MODEL (folder or name) on a split of its data, under perturbations, or on other datasets."""
-    from .detector import Detector, evaluate as run, find_model, to_markdown
+    from .catalog import find_model
+    from .detector import Detector
     from .metrics import format_metrics
+    from .tables import to_markdown, write_table
+    from .workflow import evaluate as run
 
     directory = find_model(model, cache)
     detector = Detector.load(directory)
@@ -312,7 +310,9 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_si
 @cache_option
 def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, cache):
     """Fit every head on every embedding set; one table, best first."""
-    from .detector import compare as run, find_store, save_table
+    from .catalog import find_store
+    from .tables import save_table
+    from .workflow import compare as run
 
     store = find_store(data, cache)
     table = run(store.path, list(backbone) or None, list(head) or None, preprocess=preprocess,
@@ -333,7 +333,10 @@ def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, ca
 @quiet_option
 def predict(model, images, out, checkpoint, device, batch_size, workers, cache, quiet):
     """P(fake) and label for IMAGES (files, folders or zips) with MODEL (folder or name)."""
-    from .detector import Detector, find_model, predict as run
+    from .catalog import find_model
+    from .detector import Detector
+    from .tables import write_table
+    from .workflow import predict as run
 
     detector = Detector.load(find_model(model, cache))
     table = run(detector, list(images), cache=cache, checkpoint=checkpoint, device=device,
@@ -409,7 +412,7 @@ def projection_params(kw: dict):
 @cache_option
 def project(data, backbone, recompute, cache, n_jobs, **kw):
     """2-D projection (UMAP, t-SNE, PCA) of an embedding set, cached in the store for reports."""
-    from .detector import find_store, pick_set
+    from .catalog import find_store, pick_set
     from .project import project as run
 
     store = find_store(data, cache)
@@ -436,9 +439,9 @@ def report(data, backbone, model, split, mistakes, out, cache, n_jobs, **kw):
     """One self-contained HTML report: dataset checks, projection and (with --model) evaluation."""
     import shlex
 
-    from .report import write_report
+    from .workflow import report as run
 
-    path = write_report(data, backbone, model, split=split, cache=cache, out=out, projection=projection_params(kw),
+    path = run(data, backbone, model, split=split, cache=cache, out=out, projection=projection_params(kw),
                         n_jobs=n_jobs, command=shlex.join(["fakedet", *sys.argv[1:]]), n_mistakes=mistakes)
     click.echo(f"report written to {path}")
 

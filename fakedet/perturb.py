@@ -86,8 +86,8 @@ def _number(value: float) -> str:
 
 
 @dataclass(frozen=True)
-class Augment:
-    """One kind of degradation with a value range, e.g. ``Augment('jpeg', 30, 95)``."""
+class PerturbRange:
+    """One kind of degradation with a value range, e.g. ``PerturbRange('jpeg', 30, 95)``."""
 
     kind: str
     low: float
@@ -103,16 +103,16 @@ class Augment:
         return Perturbation(self.kind, float(round(value)) if self.kind == "jpeg" else value)
 
 
-def parse_augment(text: str) -> Augment:
+def parse_augment(text: str) -> PerturbRange:
     """``jpeg:q=30-95``, ``blur:sigma=0-2``, ``resize:0.5-1``; a single value is a fixed one."""
-    return Augment(*_parse(text, ranges=True))
+    return PerturbRange(*_parse(text, ranges=True))
 
 
 @dataclass(frozen=True)
 class Augmentation:
     """Copy ``copy`` of an augmentation: every kind applied in order, values drawn per image."""
 
-    augments: tuple[Augment, ...]
+    augments: tuple[PerturbRange, ...]
     copy: int = 0
     seed: int = 0
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .detector import Detector, Evaluation, evaluate, find_store
+from .catalog import find_store
+from .detector import Detector
 from .extract import extract
 from .perturb import Perturbation
 from .store import Store, per_id
+from .workflow import Evaluation, backbone_for, evaluate
 
 COLUMNS = ["accuracy", "balanced_accuracy", "recall_real", "recall_fake", "roc_auc", "average_precision"]
 
@@ -40,7 +42,7 @@ def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], da
                                 "perturbed copies need the original files")
     frame = per_id(store.images())
     frame = frame[frame["id"].isin(clean.predictions["id"])].drop(columns=["n_copies", "label_conflict"])
-    backbone = detector.create_backbone(options.get("checkpoint"), options.get("device", "auto"))
+    backbone = backbone_for(detector, options.get("checkpoint"), options.get("device", "auto"), options.get("cache"))
     run = {k: options[k] for k in ("batch_size", "workers", "progress") if k in options}
     rows = [{"perturbation": "none", **summary_row(clean.name, clean)}]
     for perturbation in perturbations:
