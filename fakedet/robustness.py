@@ -58,17 +58,21 @@ def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], da
 def cross_evaluate(detector: Detector, datasets: list[str | Path], *, split: str | None = None,
                    **options) -> pd.DataFrame:
     """One row per dataset, same model and threshold: first the model's own held-out split of each
-    dataset it was fit on (and their pooled row when there are several), then ``datasets``.
+    dataset it was fit on (and their pooled row, ``pooled/held-out``, when there are several), then
+    ``datasets``.
 
     ``split`` applies to the other datasets; ``options`` as for ``evaluate``.
     """
-    own_split = "test" if "test" in detector.metrics else "val"
-    own = [s["store"] for s in detector.training.get("sources", [])] or [None]
-    results = [evaluate(detector, data, split=own_split, **options) for data in own]
+    sources = detector.training.get("sources")
+    if sources:  # each dataset's own held-out split: test where it has one, else val
+        results = [evaluate(detector, s["store"], split="test" if f"{s['dataset']}/test" in detector.metrics
+                            else "val", **options) for s in sources]
+    else:
+        results = [evaluate(detector, None, split="test" if "test" in detector.metrics else "val", **options)]
     rows = [summary_row(r.name, r) for r in results]
     if len(results) > 1:
         predictions = pd.concat([r.predictions for r in results], ignore_index=True)
-        pooled = Evaluation(prediction_metrics(detector, predictions), predictions, "pooled", own_split)
+        pooled = Evaluation(prediction_metrics(detector, predictions), predictions, "pooled", "held-out")
         rows.append(summary_row(pooled.name, pooled))
     for data in datasets:
         result = evaluate(detector, data, split=split, **options)
