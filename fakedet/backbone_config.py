@@ -137,6 +137,11 @@ class BackboneConfig:
         return cls(spec=spec, layers=identity["layers"], resize=resize, interpolation=pre["interpolation"],
                    scales=tuple(identity.get("scales", (1.0,))), precision=identity["precision"])
 
+    @classmethod
+    def from_set_attrs(cls, attrs: dict) -> "BackboneConfig":
+        """The settings of an embedding set, from its attributes (its config, or its identity when older)."""
+        return cls.from_dict(attrs["config"]) if "config" in attrs else cls.from_identity(attrs["spec"], attrs["identity"])
+
     def options(self) -> str:
         """The ``fakedet extract`` options that give these settings."""
         parts = [f"--backbone {self.spec}"]

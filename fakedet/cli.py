@@ -190,6 +190,12 @@ run_options = options(  # for embedding images not cached yet, with a model's ba
 )
 
 
+def warn_out_of_domain(name: str, share: float) -> None:
+    click.secho(f"warning: {share:.0%} of {name} is out of the model's domain; verdicts on these images are "
+                "not reliable: fit with examples of this domain (fakedet fit --data OLD --data NEW)", fg="yellow",
+                err=True)
+
+
 def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
     """Head parameters from ``--config FILE`` (a JSON object) updated by ``--param NAME=VALUE`` (JSON values)."""
     params = json.loads(config.read_text()) if config else {}
@@ -207,7 +213,9 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
 
 
 @cli.command()
-@data_option
+@click.option("--data", "-d", multiple=True,
+              help="dataset folder/zip, .h5 cache file or dataset name; repeat to fit on several datasets "
+                   "[default: the only cache]")
 @click.option("--backbone", "-b", default=None,
               help="embedding set: backbone spec, key or key prefix [default: the only set]")
 @click.option("--head", default="logreg", help=f"classifier head: {HEAD_NAMES}")
@@ -216,19 +224,45 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
               help="JSON file with an object of head parameters (--param wins)")
 @fit_options
 @click.option("--cv", type=click.IntRange(0), default=0, help="also report K-fold cross-validation on train+val")
+@click.option("--augment", multiple=True,
+              help="augmented copies of the training images, repeatable: jpeg:q=30-95, blur:sigma=0-2, "
+                   "resize:0.5-1 (values drawn per image; embedded once into the cache)")
+@click.option("--copies", type=int, default=1, show_default=True, help="augmented copies per training image")
+@click.option("--balance", type=click.Choice(["none", "sources"]), default="none", show_default=True,
+              help="sources: every --data dataset weighs the same")
+@click.option("--domain-rate", type=click.FloatRange(0.5, 1, max_open=True), default=0.99, show_default=True,
+              help="share of in-domain (val) images the out-of-domain flag keeps in")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="model folder [default: <cache>/models/<dataset>-<key>-<head>]")
+@run_options
 @cache_option
-def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, out, cache):
-    """Fit a classifier head on cached embeddings; save it with its metrics."""
+@quiet_option
+def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies, balance,
+        domain_rate, out, checkpoint, device, batch_size, workers, cache, quiet):
+    """Fit a classifier head on cached embeddings of one or several datasets; save it with its metrics."""
     from .catalog import model_dir, model_name
     from .metrics import format_metrics
+    from .perturb import augmentations
     from .workflow import fit as run
 
-    detector = run(data, backbone, head, params=parse_params(param, config), preprocess=preprocess, cache=cache,
-                   val_size=val_size, test_size=test_size, cv=cv, random_state=seed)
+    if augment:
+        try:
+            augmentations(augment, copies, seed)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--augment/--copies") from None
+    if checkpoint is not None:
+        raise click.UsageError("fit reads the backbone from the embeddings' settings; --checkpoint is not used here")
+    detector = run(list(data) or None, backbone, head, params=parse_params(param, config), preprocess=preprocess,
+                   cache=cache, val_size=val_size, test_size=test_size, cv=cv, random_state=seed, augment=augment,
+                   copies=copies, balance=balance, domain_rate=domain_rate, device=device, batch_size=batch_size,
+                   workers=workers, progress=not quiet)
     training = detector.training
-    click.echo(f"{head} on {training['dataset']} / {detector.key}: split by {training['split']}")
+    datasets = ", ".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
+    click.echo(f"{head} on {datasets} / {detector.key}: split by {training['split']}")
+    if "augment" in training:
+        a = training["augment"]
+        click.echo(f"augmented: {a['copies']} cop{'y' if a['copies'] == 1 else 'ies'} of the training images "
+                   f"({', '.join(a['specs'])}), {a['rows']} extra training rows")
     if "tuned" in training:
         click.echo("tuned by cross-validation on train: " + ", ".join(f"{k}={v:g}" for k, v in training["tuned"].items()))
     for name, metrics in detector.metrics.items():
@@ -239,7 +273,12 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
         else:
             click.secho(f"[{name}]", bold=True)
             click.echo(format_metrics(metrics))
-    directory = detector.save(out or model_dir(model_name(training["dataset"], detector.key, head), cache))
+    if detector.domain is not None:
+        click.echo(f"out-of-domain flag: score > {detector.domain.threshold:.3f} "
+                   f"(keeps {detector.domain.in_domain_rate:.1%} of val in domain)")
+    name = "+".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
+    suffix = "-aug" if "augment" in training else ""
+    directory = detector.save(out or model_dir(model_name(name, detector.key, head) + suffix, cache))
     click.echo(f"model saved to {directory} (threshold {detector.threshold:.4f} chosen on "
                f"{training['threshold_from']})")
 
@@ -271,7 +310,7 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_si
     detector = Detector.load(directory)
     options = dict(split=split, cache=cache, checkpoint=checkpoint, device=device, batch_size=batch_size,
                    workers=workers, progress=not quiet)
-    if perturb or len(data) > 1:
+    if perturb or len(data) > 1 or (detector.training.get("sources") and not data):
         from .perturb import parse_perturbation
         from .robustness import cross_evaluate, evaluate_perturbed
 
@@ -283,6 +322,9 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_si
         else:
             table = cross_evaluate(detector, list(data), **options)
         click.echo(to_markdown(table))
+        if "out_of_domain" in table:
+            for row in table[table["out_of_domain"] > 0.5].itertuples():
+                warn_out_of_domain(row.evaluated, row.out_of_domain)
         if out is not None:
             write_table(table, out)
             click.echo(f"table written to {out}")
@@ -292,6 +334,8 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_si
     if result.excluded:
         click.echo(f"left out {result.excluded} images identical to ones the model was fit or tuned on")
     click.echo(format_metrics(result.metrics))
+    if result.metrics.get("out_of_domain", 0) > 0.5:
+        warn_out_of_domain(result.name, result.metrics["out_of_domain"])
     detector.metrics[result.name] = result.metrics
     click.echo(f"metrics added to {detector.save_metrics(directory)}")
     if out is not None:

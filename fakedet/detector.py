@@ -11,6 +11,8 @@ A saved model is a folder (default ``cache/models/<dataset>-<key>-<head>/``)::
                    training data description, library versions
     metrics.json   {"val": {...}, "test": {...}, "cv": {...}, "<dataset>/<split>": {...}}
     splits.csv     id, split of every labelled content id the model was fit and tuned on
+    domain.skops   the out-of-domain summary (``fakedet.domain``), when the model has one; its
+                   numbers (scales, threshold, in-domain rate) are in model.json under "domain"
 
 Loading never runs code from the file: ``skops.io.load`` rebuilds only the types skops trusts
 by default (numpy, and scikit-learn's public estimators) plus ``TRUSTED_TYPES``, the private
@@ -32,10 +34,12 @@ from sklearn.pipeline import Pipeline
 from .backbone_config import BackboneConfig
 from .catalog import MODEL_META
 from .datasets import LABEL_NAMES
+from .domain import DomainModel
 from .store import Embeddings, StoreError, versions
 
 FORMAT = "fakedet-model/1"
 MODEL_FILE, META_FILE, METRICS_FILE, SPLITS_FILE = "model.skops", MODEL_META, "metrics.json", "splits.csv"
+DOMAIN_FILE = "domain.skops"
 TRUSTED_TYPES = sorted(f"{t.__module__}.{t.__qualname__}" for t in (
     _CalibratedClassifier, _SigmoidCalibration, AdamOptimizer, SGDOptimizer))
 
@@ -66,6 +70,7 @@ class Detector:
     metrics: dict = field(default_factory=dict)
     versions: dict = field(default_factory=versions)
     splits: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["id", "split"]))
+    domain: DomainModel | None = None
 
     def __post_init__(self):
         if self.config is None:  # models written before the config was stored
@@ -75,9 +80,7 @@ class Detector:
     def for_embeddings(cls, pipeline: Pipeline, emb: Embeddings, head: str, params: dict,
                        preprocess: str) -> "Detector":
         """A detector reading embeddings like ``emb`` (its key, fingerprint, spec, identity and config)."""
-        attrs = emb.attrs
-        config = (BackboneConfig.from_dict(attrs["config"]) if "config" in attrs
-                  else BackboneConfig.from_identity(attrs["spec"], attrs["identity"]))
+        attrs, config = emb.attrs, BackboneConfig.from_set_attrs(emb.attrs)
         return cls(pipeline=pipeline, head=head, params=params, preprocess=preprocess, key=emb.key,
                    fingerprint=emb.fingerprint, backbone=attrs["spec"], identity=attrs["identity"], config=config)
 
@@ -98,6 +101,10 @@ class Detector:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """0 (real) / 1 (fake) per row, using the threshold chosen on validation data."""
         return (self.p_fake(X) >= self.threshold).astype(np.int8)
+
+    def domain_score(self, X: np.ndarray) -> np.ndarray | None:
+        """Out-of-domain score per row (about 1 on training data), or None when the model has no summary."""
+        return None if self.domain is None or len(X) == 0 else self.domain.score(X)
 
     def extract_command(self, data: str = "DATA") -> str:
         """The ``fakedet extract`` command that makes embeddings this model can read."""
@@ -120,10 +127,13 @@ class Detector:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         sio.dump(self.pipeline, directory / MODEL_FILE)
+        if self.domain is not None:
+            sio.dump(self.domain.pipeline, directory / DOMAIN_FILE)
         meta = {
             "format": FORMAT, "head": self.head, "params": self.params, "preprocess": self.preprocess,
             "key": self.key, "fingerprint": self.fingerprint, "backbone": self.backbone, "identity": self.identity,
             "config": self.config.to_dict(), "threshold": self.threshold, "labels": LABEL_NAMES, "training": self.training, "versions": self.versions,
+            "domain": self.domain.meta if self.domain is not None else None,
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         self.splits.to_csv(directory / SPLITS_FILE, index=False)
@@ -147,17 +157,21 @@ class Detector:
         meta = json.loads((directory / META_FILE).read_text())
         if meta.get("format") != FORMAT:
             raise StoreError(f"{directory} has model format {meta.get('format')!r}, this fakedet reads {FORMAT}")
-        try:
-            pipeline = sio.load(directory / MODEL_FILE, trusted=TRUSTED_TYPES)
-        except UntrustedTypesFoundException as err:
-            raise UntrustedModel(f"{directory / MODEL_FILE} holds types fakedet does not load: {err}") from None
-        if not isinstance(pipeline, Pipeline):
-            raise UntrustedModel(f"{directory / MODEL_FILE} holds a {type(pipeline).__name__}, not a Pipeline")
+        pipelines = {}
+        for name in (MODEL_FILE, DOMAIN_FILE) if meta.get("domain") else (MODEL_FILE,):
+            try:
+                pipelines[name] = sio.load(directory / name, trusted=TRUSTED_TYPES)
+            except UntrustedTypesFoundException as err:
+                raise UntrustedModel(f"{directory / name} holds types fakedet does not load: {err}") from None
+            if not isinstance(pipelines[name], Pipeline):
+                raise UntrustedModel(f"{directory / name} holds a {type(pipelines[name]).__name__}, not a Pipeline")
+        pipeline = pipelines[MODEL_FILE]
+        domain = DomainModel.from_meta(pipelines[DOMAIN_FILE], meta["domain"]) if DOMAIN_FILE in pipelines else None
         metrics_file = directory / METRICS_FILE
         return cls(
             pipeline=pipeline, head=meta["head"], params=meta["params"], preprocess=meta["preprocess"],
             key=meta["key"], fingerprint=meta["fingerprint"], backbone=meta["backbone"], identity=meta["identity"],
             config=BackboneConfig.from_dict(meta["config"]) if "config" in meta else None, threshold=meta["threshold"], training=meta["training"], versions=meta["versions"],
             metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
-            splits=pd.read_csv(directory / SPLITS_FILE, dtype=str, keep_default_na=False),
+            splits=pd.read_csv(directory / SPLITS_FILE, dtype=str, keep_default_na=False), domain=domain,
         )

@@ -36,7 +36,7 @@ class LooseFiles:
 
 class ImageBatches(Dataset):
     """Reads, decodes, transforms (perturbation / augmentation) and preprocesses images by (id, path);
-    failures become reasons."""
+    failures become reasons. ``transform(image, image_id)`` may draw per image from the id."""
 
     def __init__(self, source: ImageSource | LooseFiles, items: pd.DataFrame, preprocess: Callable,
                  transform: Callable | None = None):
@@ -51,7 +51,7 @@ class ImageBatches(Dataset):
         try:
             image = decode_image(self.source.read(self.paths[i]))
             if self.transform is not None:
-                image = self.transform(image)
+                image = self.transform(image, self.ids[i])
             return self.ids[i], self.preprocess(image), ""
         except ImageDecodeError as err:
             return self.ids[i], None, str(err)

@@ -98,7 +98,8 @@ class Augment:
     crop_scale: float = 0.6
     flip: bool = True
 
-    def __call__(self, image: Image.Image) -> Image.Image:
+    def __call__(self, image: Image.Image, image_id: str | None = None) -> Image.Image:
+        """A fresh random draw on every call (``image_id`` is not used: training draws anew each epoch)."""
         if torch.rand(()) < self.blur_jpeg:
             image = Perturbation("blur", 3 * float(torch.rand(())))(image)
         if torch.rand(()) < self.blur_jpeg:

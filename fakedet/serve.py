@@ -285,11 +285,12 @@ def create_app(detector, *, backbone=None, checkpoint=None, device: str = "auto"
         if heatmaps:
             async with state.batcher.lock:
                 maps = await asyncio.to_thread(state.explainer, [item["image"] for item in good])
-        ood = getattr(detector, "out_of_domain", None)
-        flags = ood(X) if callable(ood) else [None] * len(good)
-        for index, (item, p_fake, near, flag) in enumerate(zip(good, p, state.neighbours.query(X), flags)):
+        domain = detector.domain_score(X)
+        domain = [None] * len(good) if domain is None else domain
+        for index, (item, p_fake, near, score) in enumerate(zip(good, p, state.neighbours.query(X), domain)):
             item.update(p_fake=float(p_fake), label="fake" if p_fake >= detector.threshold else "real",
-                        neighbours=near, out_of_domain=None if flag is None else bool(flag))
+                        neighbours=near, domain_score=None if score is None else float(score),
+                        out_of_domain=None if score is None else bool(score > detector.domain.threshold))
             if maps is not None:
                 item.update(heatmap_png=png_data_url(maps[index].overlay()), method=maps[index].method)
         results = [{k: v for k, v in item.items() if k != "image"} for item in items]

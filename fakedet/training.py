@@ -1,7 +1,9 @@
-"""Fitting a head on one embedding set with a given split: the detector, its threshold and metrics
-(``train_detector``), and k-fold cross-validation (``cross_validate``). Arrays in, torch-free."""
+"""Fitting a head on embeddings with a given split: the detector, its threshold, metrics and
+out-of-domain summary (``train_detector``), and k-fold cross-validation (``cross_validate``).
+Arrays in, torch-free."""
 from __future__ import annotations
 
+import inspect
 import time
 
 import numpy as np
@@ -9,6 +11,7 @@ import pandas as pd
 
 from .datasets import LABEL_NAMES
 from .detector import Detector
+from .domain import DEFAULT_RATE, DomainModel
 from .heads import HEADS, head_params, make_head
 from .metrics import binary_metrics, choose_threshold
 from .splits import cv_folds
@@ -29,15 +32,27 @@ def train_detector(
     params: dict | None = None,
     preprocess: str | None = None,
     random_state: int = 0,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+    sample_weight: np.ndarray | None = None,
+    domain_rate: float | None = DEFAULT_RATE,
 ) -> Detector:
-    """Fit ``head`` on the labelled train rows, choose the threshold on val, score val and test."""
+    """Fit ``head`` on the labelled train rows, choose the threshold on val, score val and test.
+
+    ``extra``: more training rows (X, y), e.g. augmented copies of train images, appended after
+    them; ``sample_weight``: one weight per training row (train rows, then extra rows).
+    ``domain_rate``: fit the out-of-domain summary on the clean train rows and calibrate it on
+    val to keep this share in domain (None: no summary).
+    """
     y = emb.y
     rows = {s: np.flatnonzero((split == s) & (y >= 0)) for s in ("train", "val", "test")}
     if len(np.unique(y[rows["train"]])) < 2:
         raise ValueError("the training split needs both real and fake images")
-    pipeline = make_head(head, params, preprocess, random_state, n_samples=len(rows["train"]))
+    X_fit, y_fit = emb.X[rows["train"]], y[rows["train"]]
+    if extra is not None and len(extra[1]):
+        X_fit, y_fit = np.concatenate([X_fit, extra[0]]), np.concatenate([y_fit, extra[1]])
+    pipeline = make_head(head, params, preprocess, random_state, n_samples=len(y_fit))
     start = time.perf_counter()
-    pipeline.fit(emb.X[rows["train"]], y[rows["train"]])
+    pipeline.fit(X_fit, y_fit, **weight_kwargs(pipeline, head, sample_weight, len(y_fit)))
     fit_seconds = time.perf_counter() - start
     detector = Detector.for_embeddings(pipeline, emb, head, head_params(head, params),
                                        HEADS[head].preprocess if preprocess is None else preprocess)
@@ -51,12 +66,31 @@ def train_detector(
     if len(np.unique(y[rows["val"]])) == 2:
         detector.threshold = choose_threshold(y[rows["val"]], p_val)
     detector.training["threshold_from"] = "val" if len(np.unique(y[rows["val"]])) == 2 else "default 0.5"
+    if domain_rate is not None and len(rows["val"]):
+        detector.domain = DomainModel.fit(emb.X[rows["train"]], random_state=random_state).calibrate(
+            emb.X[rows["val"]], domain_rate)
     for s in ("val", "test"):
         if len(rows[s]):
             detector.metrics[s] = binary_metrics(y[rows[s]], p.loc[rows[s]].to_numpy(), detector.threshold)
+            if detector.domain is not None:
+                detector.metrics[s]["out_of_domain"] = float(detector.domain.flag(emb.X[rows[s]]).mean())
     labelled = (y >= 0) & (split != "")
     detector.splits = pd.DataFrame({"id": emb.frame["id"].to_numpy()[labelled], "split": split[labelled]})
     return detector
+
+
+def weight_kwargs(pipeline, head: str, sample_weight: np.ndarray | None, n: int) -> dict:
+    """``fit`` keywords passing ``sample_weight`` to the pipeline's last step (refused where it has none)."""
+    if sample_weight is None:
+        return {}
+    if len(sample_weight) != n:
+        raise ValueError(f"{len(sample_weight)} sample weights for {n} training rows")
+    name, step = pipeline.steps[-1]
+    inner = getattr(step, "estimator", None) or step  # a calibrated head weights its own classifier too
+    if not all("sample_weight" in inspect.signature(e.fit).parameters for e in (step, inner)):
+        raise ValueError(f"head {head} does not take sample weights (needed to balance sources); "
+                         "use logreg, linsvm, svm or mlp")
+    return {f"{name}__sample_weight": np.asarray(sample_weight, dtype=float)}
 
 
 def cross_validate(

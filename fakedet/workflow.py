@@ -18,11 +18,14 @@ import pandas as pd
 from .catalog import clean_sets, find_model, find_store, matching_set, pick_set, source_store
 from .datasets import discover
 from .detector import Detector, ModelMismatch
+from .domain import DEFAULT_RATE
 from .heads import HEADS, get_head
 from .metrics import binary_metrics
 from .splits import assign_splits
 from .store import Embeddings, Store, StoreError
+from .perturb import augmentations
 from .training import cross_validate, split_counts, train_detector
+from .training_data import add_augmented, gather, source_weights
 
 COMPARE_COLUMNS = ["accuracy", "balanced_accuracy", "roc_auc", "average_precision", "recall_real", "recall_fake"]
 
@@ -31,7 +34,7 @@ COMPARE_COLUMNS = ["accuracy", "balanced_accuracy", "roc_auc", "average_precisio
 
 
 def fit(
-    data: str | Path | None = None,
+    data: str | Path | list[str | Path] | None = None,
     backbone: str | None = None,
     head: str = "logreg",
     *,
@@ -42,21 +45,64 @@ def fit(
     test_size: float = 0.0,
     cv: int = 0,
     random_state: int = 0,
+    augment: list[str] | tuple[str, ...] = (),
+    copies: int = 1,
+    balance: str | None = None,
+    domain_rate: float | None = DEFAULT_RATE,
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> Detector:
-    """Fit ``head`` on cached embeddings of ``data`` (see ``find_store``) from set ``backbone``."""
-    store = find_store(data, cache)
-    emb = store.load(pick_set(store, backbone))
-    split, how = assign_splits(emb.frame, val_size=val_size, test_size=test_size, random_state=random_state)
-    detector = train_detector(emb, split, head, params=params, preprocess=preprocess, random_state=random_state)
+    """Fit ``head`` on cached embeddings of ``data`` (one dataset or a list; see ``find_store``)
+    from set ``backbone``.
+
+    ``augment`` (e.g. ``["jpeg:q=30-95", "blur:sigma=0-2"]``) with ``copies``: augmented copies
+    of the training images, embedded into the cache once and added to the training rows (see
+    ``fakedet.training_data``). ``balance='sources'``: every dataset weighs the same in the fit.
+    ``domain_rate``: in-domain share kept by the out-of-domain flag, calibrated on val (None: no flag).
+    """
+    datasets = list(data) if isinstance(data, (list, tuple)) else [data]
+    copies_ = augmentations(augment, copies, random_state) if augment else []  # bad specs fail before any work
+    if balance not in (None, "none", "sources"):
+        raise ValueError(f"balance must be 'sources' or 'none', not {balance!r}")
+    gathered = gather(datasets, backbone, cache, val_size=val_size, test_size=test_size, random_state=random_state)
+    if copies_:
+        add_augmented(gathered, copies_, device=device, batch_size=batch_size, workers=workers,
+                      progress=progress, cache=cache)
+    emb, split = gathered.emb, gathered.split
+    weights = source_weights(gathered.train_sources()) if balance == "sources" else None
+    extra = gathered.extra[:2] if gathered.extra is not None else None
+    detector = train_detector(emb, split, head, params=params, preprocess=preprocess, random_state=random_state,
+                              extra=extra, sample_weight=weights, domain_rate=domain_rate)
     if cv:
         pool = np.isin(split, ["train", "val"])
         detector.metrics["cv"] = cross_validate(emb, pool, head, n_splits=cv, params=params,
                                                 preprocess=preprocess, random_state=random_state)
+    if len(gathered.stores) > 1:
+        source = emb.frame["source"].to_numpy()
+        for name in gathered.sources:
+            for s in ("val", "test"):
+                rows = (source == name) & (split == s) & (emb.y >= 0)
+                if rows.any():
+                    detector.metrics[f"{name}/{s}"] = binary_metrics(emb.y[rows], detector.p_fake(emb.X[rows]),
+                                                                     detector.threshold)
+    store = gathered.stores[0]
     detector.training.update({
         "store": str(store.path.resolve()), "dataset": store.path.stem, "source": store.attrs().get("source", ""),
-        "key": emb.key, "split": how, "val_size": val_size, "test_size": test_size, "random_state": random_state,
-        "counts": split_counts(emb.y, split), "n_features": int(emb.X.shape[1]),
+        "key": emb.key, "split": gathered.how[store.path.stem], "val_size": val_size, "test_size": test_size,
+        "random_state": random_state, "counts": split_counts(emb.y, split), "n_features": int(emb.X.shape[1]),
     })
+    if len(gathered.stores) > 1:
+        detector.training["sources"] = [
+            {"dataset": s.path.stem, "store": str(s.path.resolve()), "source": s.attrs().get("source", ""),
+             "split": gathered.how[s.path.stem],
+             "counts": split_counts(emb.y[emb.frame["source"] == s.path.stem],
+                                    split[(emb.frame["source"] == s.path.stem).to_numpy()])}
+            for s in gathered.stores]
+        detector.training["balance"] = balance or "none"
+    if gathered.augment:
+        detector.training["augment"] = gathered.augment
     return detector
 
 
@@ -122,6 +168,32 @@ def embed_source(
 # --------------------------------------------------------------------------- evaluate
 
 
+def training_stores(detector: Detector) -> set[Path]:
+    """Resolved paths of the stores a model was fit on (one per dataset)."""
+    sources = detector.training.get("sources") or [{"store": detector.training.get("store", "")}]
+    return {Path(s["store"]).resolve() for s in sources if s["store"]}
+
+
+def add_domain_columns(table: pd.DataFrame, detector: Detector, X: np.ndarray) -> None:
+    """Add ``domain_score`` and ``out_of_domain`` (in place) when the model has an out-of-domain summary."""
+    score = detector.domain_score(X)
+    if score is not None:
+        table["domain_score"] = score
+        table["out_of_domain"] = score > detector.domain.threshold
+    elif detector.domain is not None:  # no rows
+        table["domain_score"], table["out_of_domain"] = np.zeros(0), np.zeros(0, bool)
+
+
+def prediction_metrics(detector: Detector, predictions: pd.DataFrame) -> dict:
+    """Metrics at the model's threshold over the labelled rows of ``predictions`` (p_fake, label), with
+    the share flagged out of domain when the model flags."""
+    scored = predictions[predictions["label"] >= 0]
+    metrics = binary_metrics(scored["label"], scored["p_fake"], detector.threshold)
+    if "out_of_domain" in scored:
+        metrics["out_of_domain"] = float(scored["out_of_domain"].mean())
+    return metrics
+
+
 @dataclass
 class Evaluation:
     """Metrics of a detector on one dataset split, with the per-image predictions."""
@@ -162,7 +234,7 @@ def evaluate(
     if split not in (None, "train", "val", "test", "all"):
         raise ValueError(f"split must be train, val, test or all, not {split!r}")
     store = Store(detector.training["store"]) if data is None else find_store(data, cache)
-    own = store.path.resolve() == Path(detector.training.get("store", "")).resolve()
+    own = store.path.resolve() in training_stores(detector)
     if key is not None:
         emb = store.load(key)
         detector.check(emb)
@@ -193,9 +265,8 @@ def evaluate(
     predictions = frame.iloc[rows].reset_index(drop=True)
     predictions["p_fake"] = detector.p_fake(emb.X[rows])
     predictions["pred"] = (predictions["p_fake"] >= detector.threshold).astype(np.int8)
-    scored = predictions[predictions["label"] >= 0]
-    metrics = binary_metrics(scored["label"], scored["p_fake"], detector.threshold)
-    return Evaluation(metrics, predictions, store.path.stem, split, int((chosen & known).sum()), emb.key)
+    add_domain_columns(predictions, detector, emb.X[rows])
+    return Evaluation(prediction_metrics(detector, predictions), predictions, store.path.stem, split, int((chosen & known).sum()), emb.key)
 
 
 # --------------------------------------------------------------------------- compare
@@ -243,9 +314,16 @@ def compare(
 # --------------------------------------------------------------------------- predict
 
 
-def _loose_p_fake(detector: Detector, paths: list[str], backbone: Callable, batch_size: int,
-                  workers: int | None, progress: bool) -> tuple[pd.Series, dict]:
-    """P(fake) of single image files, embedded in memory (not cached); (p by path, reason by path)."""
+def _scores(detector: Detector, ids, X: np.ndarray) -> pd.DataFrame:
+    """p_fake (and domain_score / out_of_domain when the model has the summary) per id."""
+    table = pd.DataFrame({"p_fake": detector.p_fake(X)}, index=pd.Index(ids, name="id"), dtype=float)
+    add_domain_columns(table, detector, X)
+    return table
+
+
+def _loose_scores(detector: Detector, paths: list[str], backbone: Callable, batch_size: int,
+                  workers: int | None, progress: bool) -> tuple[pd.DataFrame, dict]:
+    """Scores of single image files, embedded in memory (not cached); (scores by path, reason by path)."""
     from .embedding import LooseFiles, embed_in_memory
 
     model = backbone()
@@ -253,7 +331,7 @@ def _loose_p_fake(detector: Detector, paths: list[str], backbone: Callable, batc
     items = pd.DataFrame({"id": paths, "path": paths})
     ids, X, failed = embed_in_memory(LooseFiles(), items, model.preprocess, model.embed, batch_size=batch_size,
                                      workers=workers, progress=progress, desc="predict")
-    return pd.Series(detector.p_fake(X), index=ids, dtype=float), dict(failed)
+    return _scores(detector, ids, X), dict(failed)
 
 
 def predict(
@@ -267,7 +345,8 @@ def predict(
     workers: int | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """P(fake) and label for images, folders and zips: columns path, p_fake, label, error.
+    """P(fake) and label for images, folders and zips: columns path, p_fake, label, error, and
+    domain_score, out_of_domain when the model has an out-of-domain summary.
 
     Folders and zips are embedded through the cache (extracting what is missing, with the model's
     backbone and settings); loose image files are embedded in memory, not cached. Files that
@@ -288,23 +367,24 @@ def predict(
             except (OSError, zipfile.BadZipFile, StoreError) as err:
                 rows.append({"path": str(item), "error": f"cannot read: {err}"})
                 continue
-            p = pd.Series(detector.p_fake(emb.X), index=emb.frame["id"], dtype=float)
+            scores = _scores(detector, emb.frame["id"], emb.X)
             reasons = store.failures().set_index("id")["reason"]
             for file in frame.itertuples():
-                error = file.error or ("" if file.id in p.index else reasons.get(file.id, "not embedded"))
-                rows.append({"path": str(item / file.path), "p_fake": p.get(file.id) if not error else None,
-                             "error": error})
+                error = file.error or ("" if file.id in scores.index else reasons.get(file.id, "not embedded"))
+                found = {} if error else scores.loc[file.id].to_dict()
+                rows.append({"path": str(item / file.path), **found, "error": error})
         else:
             loose.append(str(item))
             rows.append({"path": str(item), "error": ""})
     if loose:
-        p, reasons = _loose_p_fake(detector, loose, backbone, batch_size, workers, progress)
+        scores, reasons = _loose_scores(detector, loose, backbone, batch_size, workers, progress)
         for row in rows:
             if row["path"] in reasons:
                 row["error"] = reasons[row["path"]]
-            elif row["path"] in p.index:
-                row["p_fake"] = float(p[row["path"]])
-    table = pd.DataFrame(rows, columns=["path", "p_fake", "error"])
+            elif row["path"] in scores.index:
+                row.update(scores.loc[row["path"]].to_dict())
+    domain = ["domain_score", "out_of_domain"] if detector.domain is not None else []
+    table = pd.DataFrame(rows, columns=["path", "p_fake", *domain, "error"])
     table["p_fake"] = table["p_fake"].astype(float)
     table.insert(2, "label", np.where(table["p_fake"].isna(), "",
                                       np.where(table["p_fake"] >= detector.threshold, "fake", "real")))

@@ -178,7 +178,8 @@ def test_evaluate_own_test_split_and_other_dataset_without_leaks(cache, tmp_path
     assert own.metrics["confusion"] == expected["confusion"]
     assert {k: v for k, v in own.metrics.items() if k != "confusion"} == pytest.approx(
         {k: v for k, v in expected.items() if k != "confusion"})
-    assert list(own.predictions.columns) == ["id", "path", "split", "label", "p_fake", "pred"]
+    assert list(own.predictions.columns) == ["id", "path", "split", "label", "p_fake", "pred",
+                                             "domain_score", "out_of_domain"]
     val = evaluate(detector, cache / "data.h5", split="val")
     assert val.metrics["n"] == detector.metrics["val"]["n"]
     # another dataset sharing 10 training and 10 test images with the first

@@ -69,7 +69,8 @@ def test_predict_scores_like_the_library_and_finds_the_training_image(client, mo
     expected = model.detector.p_fake(model.backbone.embed_images([im.convert("RGB") for im in images]))
     assert np.allclose([r["p_fake"] for r in results], expected, atol=1e-5)
     assert [r["label"] for r in results] == ["fake" if p >= body["threshold"] else "real" for p in expected]
-    assert all(len(r["neighbours"]) == 3 and r["out_of_domain"] is None for r in results)
+    assert all(len(r["neighbours"]) == 3 and isinstance(r["out_of_domain"], bool)
+               and r["domain_score"] > 0 for r in results)
     nearest = results[2]["neighbours"][0]  # a training image finds itself
     assert nearest["path"] == train_name and nearest["similarity"] > 0.999
     assert len(trained) == client.get("/v1/model").json()["neighbours"]
