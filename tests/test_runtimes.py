@@ -15,7 +15,7 @@ from fakedet import onnx_runtime, runtimes
 from fakedet.backbones import BackboneError, create_backbone
 from fakedet.cli import cli
 from fakedet.extract import extract
-from fakedet.finetune import FORMAT as FINETUNED
+from fakedet.finetuned import checkpoint, save_atomic
 from fakedet.onnx_runtime import TOLERANCE, load_onnx, onnx_path
 from fakedet.runtimes import use_runtime
 from fakedet.store import Store
@@ -47,8 +47,9 @@ def finetuned_checkpoint(tmp_path_factory):
     state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() and "running" not in k else v
              for k, v in base.model.state_dict().items()}
     path = tmp_path_factory.mktemp("finetuned") / "best.pt"
-    torch.save({"format": FINETUNED, "base_spec": "effnet-lite0", "backbone": state,
-                "preprocess": {"size": 48, "policy": "resize", "crop_pct": 1.0}}, path)
+    save_atomic(checkpoint(base_spec="effnet-lite0", base_checkpoint=None, backbone=state, head={},
+                           preprocess={"size": 48, "policy": "resize", "crop_pct": 1.0, "interpolation": "bicubic"},
+                           epoch=0, metrics={}), path)
     return path
 
 
@@ -238,7 +239,7 @@ def test_compile_equals_torch_and_pads_the_last_batch(tiny_clip, tmp_path):
 @pytest.mark.slow
 def test_predict_and_evaluate_take_the_runtime(tmp_path):
     """A model fit on torch embeddings predicts the same with onnx, for a folder and for loose files."""
-    from fakedet.detector import evaluate, fit, predict
+    from fakedet.workflow import evaluate, fit, predict
 
     data = write_tree(tmp_path / "data", layout_files({"train/REAL": 6, "train/FAKE": 6}, size=32))
     extract(data, "effnet-lite0", cache=tmp_path / "cache", resize="32", precision="fp32", runtime="torch",
