@@ -391,6 +391,39 @@ def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, ca
 
 
 @cli.command()
+@click.option("--data", "-d", multiple=True, required=True,
+              help="NEW dataset (folder/zip, .h5 or name), then optionally a BASE dataset to train with")
+@click.option("--backbone", "-b", default=None, help="embedding set of NEW: spec, key or key prefix")
+@click.option("--sizes", default="10,50,200,550", show_default=True, help="labelled NEW images per class")
+@click.option("--head", default="logreg", show_default=True, help=f"classifier head: {HEAD_NAMES}")
+@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True, help="seeded draws per size")
+@VAL_SIZE
+@click.option("--seed", type=int, default=0, help="random_state of the split and the draws")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              help="folder for curve-<new>.csv, .md and .png")
+@cache_option
+def curve(data, backbone, sizes, head, repeats, val_size, seed, out, cache):
+    """Accuracy on NEW's val split against the number of labelled NEW images per class, with and without BASE."""
+    from .curve import label_curve, parse_sizes, plot_curve
+    from .tables import save_table, to_markdown
+
+    if len(data) > 2:
+        raise click.UsageError("curve takes --data NEW and at most one --data BASE")
+    try:
+        sizes = parse_sizes(sizes)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--sizes") from None
+    table = label_curve(data[0], data[1] if len(data) > 1 else None, backbone=backbone, sizes=sizes, head=head,
+                        repeats=repeats, cache=cache, val_size=val_size, random_state=seed)
+    click.echo(to_markdown(table))
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"curve-{Path(str(data[0])).stem}"
+    csv, md = save_table(table, out / name)
+    png = plot_curve(table, out / f"{name}.png", title=f"{Path(str(data[0])).stem}: labels needed")
+    click.echo(f"written to {csv}, {md} and {png}")
+
+
+@cli.command()
 @click.argument("model")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
