@@ -257,11 +257,13 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
               help="share of in-domain (val) images the out-of-domain flag keeps in")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="model folder [default: <cache>/models/<dataset>-<key>-<head>]")
-@run_options
+@DEVICE
+@BATCH_SIZE
+@WORKERS
 @cache_option
 @quiet_option
 def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies, balance,
-        domain_rate, out, checkpoint, device, batch_size, workers, cache, quiet):
+        domain_rate, out, device, batch_size, workers, cache, quiet):
     """Fit a classifier head on cached embeddings of one or several datasets; save it with its metrics."""
     from .catalog import model_dir, model_name
     from .metrics import format_metrics
@@ -273,8 +275,6 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
             augmentations(augment, copies, seed)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--augment/--copies") from None
-    if checkpoint is not None:
-        raise click.UsageError("fit reads the backbone from the embeddings' settings; --checkpoint is not used here")
     detector = run(list(data) or None, backbone, head, params=parse_params(param, config), preprocess=preprocess,
                    cache=cache, val_size=val_size, test_size=test_size, cv=cv, random_state=seed, augment=augment,
                    copies=copies, balance=balance, domain_rate=domain_rate, device=device, batch_size=batch_size,
