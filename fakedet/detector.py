@@ -34,6 +34,7 @@ from skops.io.exceptions import UntrustedTypesFoundException
 from .datasets import LABEL_NAMES, ImageDecodeError, decode_image, discover, open_source
 from .heads import HEADS, get_head, head_params, make_head
 from .metrics import binary_metrics, choose_threshold
+from .sources import is_dataset
 from .splits import assign_splits, cv_folds
 from .store import DEFAULT_CACHE, Embeddings, Store, StoreError, store_path, versions
 
@@ -186,8 +187,8 @@ def find_store(data: str | Path | None = None, cache: str | Path | None = None) 
     path = Path(data)
     if path.suffix in (".h5", ".hdf5"):
         return Store(path)
-    if path.exists():
-        return Store(store_path(open_source(path).name, cache))
+    if is_dataset(data):
+        return Store(store_path(open_source(data).name, cache))
     store = Store(store_path(str(data), cache))
     if not store.exists:
         raise StoreError(f"{data} is neither a dataset, a cache file nor a cached dataset; "
@@ -415,7 +416,7 @@ def evaluate(
     if key is not None:
         emb = store.load(key)
         detector.check(emb)
-    elif data is not None and not own and Path(data).exists() and Path(data).suffix not in (".h5", ".hdf5"):
+    elif data is not None and not own and is_dataset(data) and Path(data).suffix not in (".h5", ".hdf5"):
         emb = embed_source(detector, data, cache, backbone=lazy_backbone(detector, checkpoint, device),
                            batch_size=batch_size, workers=workers, progress=progress)[0]
     else:
@@ -538,10 +539,8 @@ def predict(
     backbone = lazy_backbone(detector, checkpoint, device)
     rows: list[dict] = []
     loose: list[tuple[int, Path]] = []
-    for item in map(Path, inputs):
-        if not item.exists():
-            rows.append({"path": str(item), "error": "no such file or folder"})
-        elif item.is_dir() or item.suffix.lower() == ".zip":
+    for item in inputs:
+        if is_dataset(item):
             try:
                 emb, frame, store = embed_source(detector, item, cache, backbone=backbone, batch_size=batch_size,
                                                  workers=workers, progress=progress)
@@ -554,10 +553,12 @@ def predict(
             reasons = store.failures().set_index("id")["reason"]
             for file in frame.itertuples():
                 error = file.error or ("" if file.id in p.index else reasons.get(file.id, "not embedded"))
-                rows.append({"path": str(item / file.path), "p_fake": p.get(file.id) if not error else None,
-                             "error": error})
+                rows.append({"path": f"{str(item).rstrip('/')}/{file.path}",
+                             "p_fake": p.get(file.id) if not error else None, "error": error})
+        elif not Path(item).is_file():
+            rows.append({"path": str(item), "error": "no such file or folder"})
         else:
-            loose.append((len(rows), item))
+            loose.append((len(rows), Path(item)))
             rows.append({"path": str(item), "error": ""})
     for start in range(0, len(loose), batch_size):
         images = []

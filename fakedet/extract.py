@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ from .backbones import Backbone, Preprocess, create_backbone
 from .datasets import ImageDecodeError, ImageSource, decode_image, discover, open_source
 from .perturb import Perturbation
 from .store import Store, store_path
+
+if TYPE_CHECKING:
+    from .ray_engine import RayEngine
 
 
 @dataclass
@@ -53,6 +57,7 @@ class ExtractResult:
             lines.append(
                 f"time: {s['total']:.1f}s ({self.images_per_second:.0f} img/s): waiting for data {s['read']:.1f}s, "
                 f"model {s['model']:.1f}s, writing {s['write']:.1f}s"
+                + (f", Ray start-up {s['startup']:.1f}s" if "startup" in s else "")
             )
         if len(self.failures):
             for reason, n in Counter(self.failures["reason"]).most_common(5):
@@ -120,18 +125,21 @@ def extract(
     dtype: str = "float32",
     perturb: Perturbation | None = None,
     frame: pd.DataFrame | None = None,
+    engine: "RayEngine | None" = None,
     progress: bool = True,
 ) -> ExtractResult:
-    """Embed every readable image of ``source`` (folder, zip or file) into the cache; resumable.
+    """Embed every readable image of ``source`` (any ``open_source`` location) into the cache; resumable.
 
     ``frame``: embed only these rows of ``source`` (as from ``discover``), merged into the store's
     image table; by default the whole source is discovered and its table replaces the stored one.
+    ``engine``: None embeds here (DataLoader workers); a ``fakedet.ray_engine.RayEngine`` embeds on Ray,
+    with the same store, ids, failures and resume semantics.
     """
     start = time.perf_counter()
     src = open_source(source)
     full = frame is None
     if full:
-        frame = discover(source, progress=progress)
+        frame = discover(src, progress=progress)
     if not isinstance(backbone, Backbone):
         backbone = create_backbone(
             backbone, checkpoint=checkpoint, layers=layers, resize=resize,
@@ -156,7 +164,10 @@ def extract(
         readable = frame[frame["error"] == ""].drop_duplicates("id").sort_values("path")
         todo = readable[~readable["id"].isin(done)]
         n_cached = len(readable) - len(todo)
-        failed, seconds = _run(backbone, src, todo, out, batch_size, workers, perturb, progress)
+        if engine is None:
+            failed, seconds = _run(backbone, src, todo, out, batch_size, workers, perturb, progress)
+        else:
+            failed, seconds = engine.run(backbone, src, todo, out, batch_size, perturb, progress)
         if failed:
             failures = pd.DataFrame(failed, columns=["id", "reason"])
             failures["path"] = failures["id"].map(todo.set_index("id")["path"])
