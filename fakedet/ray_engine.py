@@ -13,14 +13,16 @@ it already wrote, so a retried batch can never be written twice. A killed driver
 batches it had not committed.
 
 Why one writer on the driver, not per-worker shard stores merged at the end (e.g. HDF5 virtual
-datasets): measured here (``python -m fakedet.ray_engine``, 2 shared cores), appending a batch of
-64 float32 embeddings of 1,280 dimensions to the store takes about 1 ms (~0.02 ms per image),
-while embedding the same batch with the smallest bundled backbone (effnet-lite0, 224 px) takes
-about 1.5 s on one CPU worker: the writer is busy well under 1% of the time, so it stays far from
-being the bottleneck even with 100 workers (or, on GPUs at ~2,000 img/s per worker, about 25
-of them), and the embeddings cross the network once either way (5 KB per image). Shard stores
-would add a merge step, a second commit protocol for resume, and files a killed run can leave
-half-written; one writer keeps a single commit point.
+datasets): the writer is cheap next to the model. Measured on this 2-core machine: appending
+batches of 64 float32 1,280-d embeddings to a store takes 4.7 ms a batch (0.07 ms an image,
+~13,000 img/s for one writer, while busy with other jobs); the full CIFAKE extraction in
+BENCHMARKS.md spent 9.8 s writing against 699 s in the model (1.4%). So one driver-side writer
+keeps up with ~100 CPU actors like these or about 5-6 GPUs at ~2,000 img/s each; embeddings
+cross the network once either way (5 KB an image). Shard stores would only pay off beyond that,
+at the price of a merge step, a second commit protocol for resume, and per-worker files that a
+killed run leaves half-written; one writer keeps a single commit point and the exact resume
+semantics. Larger clusters than that: run one extraction per part of the data (e.g. a manifest
+per part) into separate caches.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass, replace
 from urllib.parse import urlparse
 
@@ -165,10 +168,12 @@ class RayEngine:
             ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
             # decoding tasks spread over the nodes; remote args given by a function keep Ray Data from fusing
             # them into the actors, so CPUs decode the next batches while the actors embed
-            ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1,
-                                ray_remote_args_fn=_spread,
-                                fn_kwargs={"source": src, "preprocess": backbone.preprocess, "perturb": perturb,
-                                           "shape": shape})
+            with warnings.catch_warnings():  # ray_remote_args_fn: deprecated in Ray 2.60, removed in 2.64
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+                                    ray_remote_args_fn=_spread,
+                                    fn_kwargs={"source": src, "preprocess": backbone.preprocess, "perturb": perturb,
+                                               "shape": shape})
             ds = ds.map_batches(Embedder, batch_size=batch_size, batch_format="numpy",
                                 compute=ray.data.ActorPoolStrategy(size=self.num_workers),
                                 num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker or None,

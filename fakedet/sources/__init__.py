@@ -26,7 +26,9 @@ def is_url(location: str | os.PathLike) -> bool:
 
 
 def is_glob(location: str | os.PathLike) -> bool:
-    return bool(_GLOB & set(str(location)))
+    """True for a pattern like ``shards/*.tar`` (a local path that exists is never a pattern)."""
+    text = str(location)
+    return bool(_GLOB & set(text)) and (is_url(text) or not Path(text).exists())
 
 
 def is_dataset(location: str | os.PathLike) -> bool:
