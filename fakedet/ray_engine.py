@@ -32,6 +32,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, replace
+from typing import Callable
 from urllib.parse import urlparse
 
 import numpy as np
@@ -39,7 +40,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .backbones import Backbone, Preprocess
-from .datasets import ImageDecodeError, ImageSource, decode_image
+from .datasets import ImageSource
+from .embedding import ImageBatches
 from .perturb import Perturbation
 
 CONNECT_TIMEOUT = 5.0
@@ -73,20 +75,18 @@ def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None
                              "check the address, or omit --address to start a local Ray instance") from None
 
 
-def decode_batch(batch: dict, source: ImageSource, preprocess: Preprocess, perturb: Perturbation | None,
+def decode_batch(batch: dict, source: ImageSource, preprocess: Preprocess, transform: Callable | None,
                  shape: tuple[int, ...]) -> dict:
-    """Ray task: read, decode and preprocess a batch of (id, path) to uint8 pixels; failures get a reason."""
-    pixels = np.zeros((len(batch["id"]), *shape), np.uint8)
+    """Ray task: the embedding path's reader (``ImageBatches``) over a batch of (id, path), as uint8 pixels;
+    failures get a reason."""
+    items = ImageBatches(source, pd.DataFrame({"id": batch["id"], "path": batch["path"]}), preprocess, transform)
+    pixels = np.zeros((len(items), *shape), np.uint8)
     reasons = []
-    for i, path in enumerate(batch["path"]):
-        try:
-            image = decode_image(source.read(path))
-            pixels[i] = (preprocess(perturb(image) if perturb is not None else image)).numpy()
-            reasons.append("")
-        except ImageDecodeError as err:
-            reasons.append(str(err))
-        except OSError as err:
-            reasons.append(f"read error: {err}")
+    for i in range(len(items)):
+        _, tensor, reason = items[i]
+        if tensor is not None:
+            pixels[i] = tensor.numpy()
+        reasons.append(reason)
     return {"id": batch["id"], "pixels": pixels, "reason": np.array(reasons, dtype=object)}
 
 
@@ -172,7 +172,7 @@ class RayEngine:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1,
                                     ray_remote_args_fn=_spread,
-                                    fn_kwargs={"source": src, "preprocess": backbone.preprocess, "perturb": perturb,
+                                    fn_kwargs={"source": src, "preprocess": backbone.preprocess, "transform": perturb,
                                                "shape": shape})
             ds = ds.map_batches(Embedder, batch_size=batch_size, batch_format="numpy",
                                 compute=ray.data.ActorPoolStrategy(size=self.num_workers),
