@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import encode_image, make_image, write_tree
-from test_extract import wait_for_rows
 from shards import write_shards
 
 from fakedet.cli import cli
@@ -27,7 +26,7 @@ ray = pytest.importorskip("ray")
 from fakedet.ray_engine import RayEngine  # noqa: E402
 
 FAST = {"resize": "64", "precision": "fp32", "device": "cpu", "workers": 0, "progress": False}
-CLI_FAST = ["--resize", "64", "--precision", "fp32", "--device", "cpu", "--quiet"]
+CLI_FAST = ["--preset", "fast", "--resize", "64", "--precision", "fp32", "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +72,22 @@ def big(tmp_path_factory):
     data = write_tree(root / "d", files)
     local = extract(data, "effnet-lite0", cache=root / "local", batch_size=8, **FAST)
     return SimpleNamespace(root=root, data=data, local=local)
+
+
+def wait_for_rows(path: Path, minimum: int, proc: subprocess.Popen, timeout: float = 120) -> int:
+    """Until the store at ``path`` has committed ``minimum`` embeddings; fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if path.exists():
+            try:
+                sets = Store(path).embedding_sets()
+            except Exception:  # the writer may be creating the file right now
+                sets = None
+            if sets is not None and len(sets) and sets.loc[0, "count"] >= minimum:
+                return int(sets.loc[0, "count"])
+        time.sleep(0.05)
+    raise AssertionError("extraction did not start in time")
 
 
 def ray_driver_running(data: Path, cache: Path, address: str) -> tuple[subprocess.Popen, Path]:
