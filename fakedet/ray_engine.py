@@ -32,16 +32,15 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .backbones import Backbone, Preprocess
 from .datasets import ImageSource
-from .embedding import ImageBatches
+from .embedding import ImageBatches, run_batches
 from .perturb import Perturbation
 
 CONNECT_TIMEOUT = 5.0
@@ -149,54 +148,57 @@ class RayEngine:
 
     def run(self, backbone: Backbone, src: ImageSource, todo: pd.DataFrame, out, batch_size: int,
             perturb: Perturbation | None, progress: bool):
-        """Embed ``todo`` (id, path) on Ray, appending each batch to ``out``. Returns (failures, seconds)."""
-        seconds = {"read": 0.0, "model": 0.0, "write": 0.0, "startup": 0.0}
-        failed: list[tuple[str, str]] = []
+        """Embed ``todo`` (id, path) on Ray, appending each batch to ``out`` through the embedding path's
+        ``run_batches`` (the stream's batches arrive embedded). Returns (failures, seconds)."""
         if todo.empty:
-            return failed, seconds
+            return [], {"read": 0.0, "model": 0.0, "write": 0.0}
         tick = time.perf_counter()
         started = self._connect()
         ray = _ray()
         try:
-            from PIL import Image
-
-            shape = tuple(backbone.preprocess(Image.new("RGB", (64, 64))).shape)
-            ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = False
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
-            items = [{"id": i, "path": p} for i, p in zip(todo["id"], todo["path"])]
-            ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
-            # decoding tasks spread over the nodes; remote args given by a function keep Ray Data from fusing
-            # them into the actors, so CPUs decode the next batches while the actors embed
-            with warnings.catch_warnings():  # ray_remote_args_fn: deprecated in Ray 2.60, removed in 2.64
-                warnings.simplefilter("ignore", DeprecationWarning)
-                ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1,
-                                    ray_remote_args_fn=_spread,
-                                    fn_kwargs={"source": src, "preprocess": backbone.preprocess, "transform": perturb,
-                                               "shape": shape})
-            ds = ds.map_batches(Embedder, batch_size=batch_size, batch_format="numpy",
-                                compute=ray.data.ActorPoolStrategy(size=self.num_workers),
-                                num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker or None,
-                                fn_constructor_args=(backbone, int(self.cpus_per_worker), self.gpus_per_worker > 0))
-            seconds["startup"] = time.perf_counter() - tick
-            written = set(out.ids())
-            bar = tqdm(total=len(todo), unit="img", desc=f"extract {backbone.key} (ray)", disable=not progress,
-                       smoothing=0.1)
-            tick = time.perf_counter()
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                t0 = time.perf_counter()
-                seconds["read"] += t0 - tick  # waiting on the stream: decoding and embedding overlap on the cluster
-                reasons = batch["reason"]
-                good = np.array([not r and i not in written for i, r in zip(batch["id"], reasons)], bool)
-                failed.extend((i, r) for i, r in zip(batch["id"], reasons) if r)
-                ids = batch["id"][good]
-                out.append(ids, batch["X"][good].astype(out.group["X"].dtype, copy=False))
-                written.update(ids)
-                seconds["write"] += time.perf_counter() - t0
-                bar.update(len(reasons))
-                tick = time.perf_counter()
-            bar.close()
+            ds = self._pipeline(ray, backbone, src, todo, batch_size, perturb)
+            startup = time.perf_counter() - tick
+            # "read" is then the wait on the stream: decoding and embedding overlap on the cluster
+            failed, seconds = run_batches(
+                _embedded(ds, set(out.ids())), np.asarray,
+                lambda ids, X: out.append(ids, X.astype(out.group["X"].dtype, copy=False)),
+                total=len(todo), desc=f"extract {backbone.key} (ray)", progress=progress)
         finally:
             if started:
                 ray.shutdown()
-        return failed, seconds
+        return failed, {**seconds, "startup": startup}
+
+    def _pipeline(self, ray, backbone: Backbone, src: ImageSource, todo: pd.DataFrame, batch_size: int,
+                  perturb: Perturbation | None):
+        """The Ray Data stream: decoding tasks, then the actor pool; batches of id, X, reason."""
+        from PIL import Image
+
+        shape = tuple(backbone.preprocess(Image.new("RGB", (64, 64))).shape)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        items = [{"id": i, "path": p} for i, p in zip(todo["id"], todo["path"])]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
+        # decoding tasks spread over the nodes; remote args given by a function keep Ray Data from fusing
+        # them into the actors, so CPUs decode the next batches while the actors embed
+        with warnings.catch_warnings():  # ray_remote_args_fn: deprecated in Ray 2.60, removed in 2.64
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+                                ray_remote_args_fn=_spread,
+                                fn_kwargs={"source": src, "preprocess": backbone.preprocess, "transform": perturb,
+                                           "shape": shape})
+        return ds.map_batches(Embedder, batch_size=batch_size, batch_format="numpy",
+                              compute=ray.data.ActorPoolStrategy(size=self.num_workers),
+                              num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker or None,
+                              fn_constructor_args=(backbone, int(self.cpus_per_worker), self.gpus_per_worker > 0))
+
+
+def _embedded(ds, written: set) -> Iterator[tuple[list, np.ndarray, list[tuple[str, str]]]]:
+    """The stream as the embedding path's batches (ids, X, failures), without ids already written
+    (a batch Ray retried after a worker died)."""
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        reasons = batch["reason"]
+        good = np.array([not r and i not in written for i, r in zip(batch["id"], reasons)], bool)
+        ids = list(batch["id"][good])
+        written.update(ids)
+        yield ids, batch["X"][good], [(i, r) for i, r in zip(batch["id"], reasons) if r]
