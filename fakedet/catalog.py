@@ -18,6 +18,7 @@ import pandas as pd
 
 from .backbone_config import short_spec
 from .datasets import LABEL_NAMES, open_source
+from .sources import is_dataset
 from .store import DEFAULT_CACHE, Store, StoreError, store_path
 
 SET_COLUMNS = ["key", "dim", "count", "dtype", "layers", "resize", "size", "scales", "precision", "updated"]
@@ -37,7 +38,7 @@ def cache_files(cache: str | Path | None = None) -> list[Path]:
 
 
 def find_store(data: str | Path | None = None, cache: str | Path | None = None) -> Store:
-    """The store for ``data``: a dataset folder/zip, a ``.h5`` file, a dataset name, or (None) the only one."""
+    """The store for ``data``: a dataset (folder, zip, shards, manifest, URL: ``sources.is_dataset``), a ``.h5`` file, a dataset name, or (None) the only one."""
     root = Path(cache) if cache is not None else DEFAULT_CACHE
     if data is None and root.suffix in (".h5", ".hdf5"):
         return Store(root)
@@ -51,8 +52,8 @@ def find_store(data: str | Path | None = None, cache: str | Path | None = None) 
     path = Path(data)
     if path.suffix in (".h5", ".hdf5"):
         return Store(path)
-    if path.exists():
-        return Store(store_path(open_source(path).name, cache))
+    if is_dataset(data):
+        return Store(store_path(open_source(data).name, cache))
     store = Store(store_path(str(data), cache))
     if not store.exists:
         raise StoreError(f"{data} is neither a dataset, a cache file nor a cached dataset; "
@@ -61,7 +62,7 @@ def find_store(data: str | Path | None = None, cache: str | Path | None = None) 
 
 
 def source_store(source: str | Path, cache: str | Path | None = None) -> Store:
-    """The store a dataset folder or zip is extracted into (it may not exist yet)."""
+    """The store a dataset (folder, zip, shards, manifest, URL) is extracted into (it may not exist yet)."""
     return Store(store_path(open_source(source).name, cache))
 
 

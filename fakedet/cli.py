@@ -102,17 +102,35 @@ def backbone_config(backbone: str, kw: dict) -> BackboneConfig:
 
 
 @cli.command()
-@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.argument("data")
 @backbone_options
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", help="storage type of embeddings")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              help="local: this process and its decoding workers; ray: Ray tasks decode, an actor pool embeds")
+@click.option("--address", default=None, help="[ray] auto or ray://HOST:PORT to join a cluster [default: start a local one]")
+@click.option("--num-workers", type=click.IntRange(1), default=1, help="[ray] embedding actors (one model each)")
+@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, help="[ray] GPUs per embedding actor")
+@click.option("--cpus-per-worker", type=click.FloatRange(0, min_open=True), default=1.0,
+              help="[ray] CPUs per embedding actor")
 @cache_option
 @quiet_option
-def extract(data, backbone, device, runtime, batch_size, workers, dtype, cache, quiet, **kw):
-    """Embed every readable image of DATA (folder or .zip) into the cache, once; resumable."""
+def extract(data, backbone, device, runtime, batch_size, workers, dtype, engine, address, num_workers,
+            gpus_per_worker, cpus_per_worker, cache, quiet, **kw):
+    """Embed every readable image of DATA into the cache, once; resumable.
+
+    DATA: a folder, .zip, WebDataset .tar shards (folder or glob), a manifest (.csv / .parquet with a
+    path or url column), or any of these at an fsspec URL (s3://, gs://, https://)."""
     from .extract import extract as run
 
+    ray_engine = None
+    if engine == "ray":
+        from .ray_engine import RayEngine
+
+        ray_engine = RayEngine(address, num_workers, gpus_per_worker, cpus_per_worker)
+    elif address is not None:
+        raise click.UsageError("--address needs --engine ray")
     result = run(data, backbone_config(backbone, kw), cache=cache, device=device, runtime=runtime,
-                 batch_size=batch_size, workers=workers, dtype=dtype, progress=not quiet)
+                 batch_size=batch_size, workers=workers, dtype=dtype, engine=ray_engine, progress=not quiet)
     click.echo(result.summary())
 
 

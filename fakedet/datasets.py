@@ -111,10 +111,19 @@ class ImageSource:
             raise FileNotFoundError(f"{path!r} is not a path inside {self.root}")
         return Path(self.root, *parts).read_bytes()
 
+    def label_and_split(self, path: str) -> tuple[int, str]:
+        """Label and split of one path (here from its folders; other sources read them from metadata)."""
+        return label_and_split(path)
+
 
 def open_source(source: str | os.PathLike | ImageSource) -> ImageSource:
-    """An ImageSource for a folder, a .zip archive or a single image file."""
-    return source if isinstance(source, ImageSource) else ImageSource(source)
+    """An ImageSource for a folder, a .zip archive or a single image file, or for WebDataset shards,
+    a manifest table or a URL (see ``fakedet.sources``)."""
+    if isinstance(source, ImageSource):
+        return source
+    from .sources import open_extra
+
+    return open_extra(source) or ImageSource(source)
 
 
 def _visible(name: str) -> bool:
@@ -238,8 +247,13 @@ def _table(source: str | os.PathLike | ImageSource, progress: bool, decode: bool
     rows = []
     for path in tqdm(src.paths(), desc=f"{'scan' if decode else 'discover'} {src.name}",
                      unit="file", disable=not progress):
-        data = src.read(path)
-        label, split = label_and_split(path)
+        label, split = src.label_and_split(path)
+        try:
+            data = src.read(path)
+        except OSError as err:  # a listed file that is missing or unusable: recorded under an id of its path
+            rows.append((content_id(f"unreadable:{path}".encode()), path, split, label, "", -1, -1, 0,
+                         f"cannot read: {err}"))
+            continue
         fmt, width, height, error = _describe(data, decode)
         rows.append((content_id(data), path, split, label, fmt, width, height, len(data), error))
     return pd.DataFrame(rows, columns=list(_COLUMNS)).astype(_COLUMNS)

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,9 @@ from .embedding import image_loader, run_batches
 from .perturb import Perturbation
 from .runtimes import describe, use_runtime
 from .store import Store, store_path
+
+if TYPE_CHECKING:
+    from .ray_engine import RayEngine
 
 
 @dataclass
@@ -56,6 +60,7 @@ class ExtractResult:
             lines.append(
                 f"time: {s['total']:.1f}s ({self.images_per_second:.0f} img/s): waiting for data {s['read']:.1f}s, "
                 f"model {s['model']:.1f}s, writing {s['write']:.1f}s"
+                + (f", Ray start-up {s['startup']:.1f}s" if "startup" in s else "")
             )
         if len(self.failures):
             for reason, n in Counter(self.failures["reason"]).most_common(5):
@@ -82,9 +87,10 @@ def extract(
     dtype: str = "float32",
     perturb: Perturbation | None = None,
     frame: pd.DataFrame | None = None,
+    engine: "RayEngine | None" = None,
     progress: bool = True,
 ) -> ExtractResult:
-    """Embed every readable image of ``source`` (folder, zip or file) into the cache; resumable.
+    """Embed every readable image of ``source`` (any ``open_source`` location) into the cache; resumable.
 
     ``backbone``: a ready ``Backbone``, a ``BackboneConfig``, or a spec with the settings as
     keywords (``checkpoint`` ... ``precision``, as for ``create_backbone``).
@@ -93,12 +99,14 @@ def extract(
     image table; by default the whole source is discovered and its table replaces the stored one.
     ``runtime``: see ``fakedet.runtimes`` (default ``$FAKEDET_RUNTIME`` or ``auto``); the ONNX file and
     the measurements are cached next to the store.
+    ``engine``: None embeds here (DataLoader workers); a ``fakedet.ray_engine.RayEngine`` embeds on Ray
+    (torch in each actor), with the same store, ids, failures and resume semantics.
     """
     start = time.perf_counter()
     src = open_source(source)
     full = frame is None
     if full:
-        frame = discover(source, progress=progress)
+        frame = discover(src, progress=progress)
     note = ""
     if isinstance(backbone, Backbone):
         precision = backbone.precision  # a built backbone keeps its precision whatever the runtime
@@ -111,7 +119,10 @@ def extract(
         precision = config.precision  # "auto" lets the runtime choice pick it
         backbone = create_backbone(config, device=device, cache=cache)
     store = Store(store_path(src.name, cache))
-    use_runtime(backbone, runtime, store.path.parent, precision=precision, batch_size=batch_size)
+    if engine is not None and runtime not in (None, "auto", "torch"):
+        raise ValueError(f"--engine ray runs torch in its actors; --runtime {runtime} works with the local engine")
+    use_runtime(backbone, "torch" if engine is not None else runtime, store.path.parent, precision=precision,
+                batch_size=batch_size)
     key = backbone.key + (f"+{perturb.name}" if perturb else "")
     attrs = {
         "spec": backbone.spec,
@@ -132,11 +143,14 @@ def extract(
         readable = frame[frame["error"] == ""].drop_duplicates("id").sort_values("path")
         todo = readable[~readable["id"].isin(done)]
         n_cached = len(readable) - len(todo)
-        loader = image_loader(src, todo, backbone.preprocess, batch_size=batch_size, workers=workers,
-                              transform=perturb, pin_memory=backbone.device.type == "cuda")
-        failed, seconds = run_batches(
-            loader, backbone.embed, lambda ids, X: out.append(ids, X.astype(out.group["X"].dtype, copy=False)),
-            total=len(todo), desc=f"extract {backbone.key}", progress=progress)
+        if engine is None:
+            loader = image_loader(src, todo, backbone.preprocess, batch_size=batch_size, workers=workers,
+                                  transform=perturb, pin_memory=backbone.device.type == "cuda")
+            failed, seconds = run_batches(
+                loader, backbone.embed, lambda ids, X: out.append(ids, X.astype(out.group["X"].dtype, copy=False)),
+                total=len(todo), desc=f"extract {backbone.key}", progress=progress)
+        else:
+            failed, seconds = engine.run(backbone, src, todo, out, batch_size, perturb, progress)
         if failed:
             failures = pd.DataFrame(failed, columns=["id", "reason"])
             failures["path"] = failures["id"].map(todo.set_index("id")["path"])

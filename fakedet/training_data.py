@@ -23,6 +23,7 @@ from .backbone_config import BackboneConfig
 from .catalog import find_store, matching_set, pick_set
 from .detector import ModelMismatch
 from .perturb import Augmentation
+from .sources import is_dataset
 from .splits import assign_splits
 from .store import Embeddings, Store, per_id
 
@@ -98,7 +99,7 @@ def add_augmented(data: TrainingData, copies: list[Augmentation], *, device: str
     X, y, sources, keys = [], [], [], []
     for store in data.stores:
         source = store.attrs()["source"]
-        if not Path(source).exists():
+        if not is_dataset(source):
             raise FileNotFoundError(f"the images of {store.path} ({source}) are not there any more; "
                                     "augmented copies need the original files")
         ids = train.loc[train["source"] == store.path.stem, "id"]

@@ -21,6 +21,7 @@ from .detector import Detector, ModelMismatch
 from .domain import DEFAULT_RATE
 from .heads import HEADS, get_head
 from .metrics import binary_metrics
+from .sources import is_dataset
 from .splits import assign_splits
 from .store import Embeddings, Store, StoreError
 from .perturb import augmentations
@@ -147,8 +148,8 @@ def embed_source(
     workers: int | None = None,
     progress: bool = False,
 ) -> tuple[Embeddings, pd.DataFrame, Store]:
-    """Embeddings of a folder or zip for ``detector``: from the cache, extracting what is missing
-    (with engine ``runtime``, see ``fakedet.runtimes``).
+    """Embeddings of a dataset (folder, zip, shards, manifest, URL) for ``detector``: from the cache,
+    extracting what is missing (with engine ``runtime``, see ``fakedet.runtimes``).
 
     Returns (embeddings, the files as discovered now, the store).
     """
@@ -242,7 +243,7 @@ def evaluate(
     if key is not None:
         emb = store.load(key)
         detector.check(emb)
-    elif data is not None and not own and Path(data).exists() and Path(data).suffix not in (".h5", ".hdf5"):
+    elif data is not None and not own and is_dataset(data) and Path(data).suffix not in (".h5", ".hdf5"):
         emb = embed_source(detector, data, cache, backbone=lazy_backbone(detector, checkpoint, device, cache),
                            runtime=runtime, batch_size=batch_size, workers=workers, progress=progress)[0]
     else:
@@ -363,10 +364,8 @@ def predict(
     backbone = lazy_backbone(detector, checkpoint, device, cache)
     rows: list[dict] = []
     loose: list[str] = []
-    for item in map(Path, inputs):
-        if not item.exists():
-            rows.append({"path": str(item), "error": "no such file or folder"})
-        elif item.is_dir() or item.suffix.lower() == ".zip":
+    for item in inputs:
+        if is_dataset(item):
             try:
                 emb, frame, store = embed_source(detector, item, cache, backbone=backbone, runtime=runtime,
                                                  batch_size=batch_size, workers=workers, progress=progress)
@@ -380,7 +379,9 @@ def predict(
             for file in frame.itertuples():
                 error = file.error or ("" if file.id in scores.index else reasons.get(file.id, "not embedded"))
                 found = {} if error else scores.loc[file.id].to_dict()
-                rows.append({"path": str(item / file.path), **found, "error": error})
+                rows.append({"path": f"{str(item).rstrip('/')}/{file.path}", **found, "error": error})
+        elif not Path(item).is_file():
+            rows.append({"path": str(item), "error": "no such file or folder"})
         else:
             loose.append(str(item))
             rows.append({"path": str(item), "error": ""})

@@ -146,3 +146,30 @@ def test_predict_mixed_good_and_bad_inputs(lab):
     assert (lab.cache / "batch.h5").exists()  # the zip's embeddings are cached
     stdout = run("predict", lab.model, loose / "real.jpg", "--cache", lab.cache, *FAST[4:])
     assert pd.read_csv(io.StringIO(stdout.split("1 files")[0]))["label"].tolist() == ["real"]
+
+
+def test_predict_and_evaluate_on_shards_and_a_manifest(lab):
+    from shards import write_shard
+
+    files = sorted(p for p in lab.other.rglob("*") if p.is_file())
+    members = {}
+    for i, path in enumerate(files):
+        members[f"{i:04d}{path.suffix}"] = path.read_bytes()
+        members[f"{i:04d}.cls"] = path.parent.name.encode()
+    write_shard(lab.root / "shards" / "000000.tar", members)
+    pd.DataFrame({"path": [str(p.relative_to(lab.root)) for p in files],
+                  "label": [p.parent.name for p in files]}).to_csv(lab.root / "other.csv", index=False)
+
+    def metrics(output: str) -> list[str]:
+        return [line for line in output.splitlines() if line.startswith(("accuracy", "roc_auc", "n "))]
+
+    folder = metrics(run("evaluate", lab.model, "--data", lab.other, "--cache", lab.cache, *FAST[4:]))
+    assert folder and folder == metrics(run("evaluate", lab.model, "--data", lab.root / "shards", "--cache",
+                                            lab.cache, *FAST[4:]))
+    assert folder == metrics(run("evaluate", lab.model, "--data", lab.root / "other.csv", "--cache", lab.cache,
+                                 *FAST[4:]))
+    out = lab.root / "manifest-predictions.csv"
+    run("predict", lab.model, lab.root / "other.csv", "--out", out, "--cache", lab.cache, *FAST[4:])
+    table = pd.read_csv(out, keep_default_na=False)
+    assert len(table) == len(files) and (table["error"] == "").all()
+    assert table["path"].str.startswith(f"{lab.root / 'other.csv'}/other/").all()
