@@ -261,7 +261,7 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
 @cache_option
 @quiet_option
 def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies, balance,
-        domain_rate, out, checkpoint, device, batch_size, workers, cache, quiet):
+        domain_rate, out, checkpoint, device, runtime, batch_size, workers, cache, quiet):
     """Fit a classifier head on cached embeddings of one or several datasets; save it with its metrics."""
     from .catalog import model_dir, model_name
     from .metrics import format_metrics
@@ -277,8 +277,8 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
         raise click.UsageError("fit reads the backbone from the embeddings' settings; --checkpoint is not used here")
     detector = run(list(data) or None, backbone, head, params=parse_params(param, config), preprocess=preprocess,
                    cache=cache, val_size=val_size, test_size=test_size, cv=cv, random_state=seed, augment=augment,
-                   copies=copies, balance=balance, domain_rate=domain_rate, device=device, batch_size=batch_size,
-                   workers=workers, progress=not quiet)
+                   copies=copies, balance=balance, domain_rate=domain_rate, device=device, runtime=runtime,
+                   batch_size=batch_size, workers=workers, progress=not quiet)
     training = detector.training
     datasets = ", ".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
     click.echo(f"{head} on {datasets} / {detector.key}: split by {training['split']}")
