@@ -276,12 +276,13 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="model folder [default: <cache>/models/<dataset>-<key>-<head>]")
 @DEVICE
+@RUNTIME
 @BATCH_SIZE
 @WORKERS
 @cache_option
 @quiet_option
 def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies, balance,
-        domain_rate, out, device, batch_size, workers, cache, quiet):
+        domain_rate, out, device, runtime, batch_size, workers, cache, quiet):
     """Fit a classifier head on cached embeddings of one or several datasets; save it with its metrics."""
     from .catalog import model_dir, model_name
     from .metrics import format_metrics
@@ -295,8 +296,8 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
             raise click.BadParameter(str(err), param_hint="--augment/--copies") from None
     detector = run(list(data) or None, backbone, head, params=parse_params(param, config), preprocess=preprocess,
                    cache=cache, val_size=val_size, test_size=test_size, cv=cv, random_state=seed, augment=augment,
-                   copies=copies, balance=balance, domain_rate=domain_rate, device=device, batch_size=batch_size,
-                   workers=workers, progress=not quiet)
+                   copies=copies, balance=balance, domain_rate=domain_rate, device=device, runtime=runtime,
+                   batch_size=batch_size, workers=workers, progress=not quiet)
     training = detector.training
     datasets = ", ".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
     click.echo(f"{head} on {datasets} / {detector.key}: split by {training['split']}")

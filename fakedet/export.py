@@ -15,39 +15,30 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .onnx_runtime import OPSET, require_onnx, write_onnx
 from .torch_head import detector_module, torch_head
 from .workflow import backbone_for
 
 FORMATS = ("onnx",)
-OPSET = 18  # Resize with antialias (multi-scale features) needs 18
 
 
 def export_onnx(detector, out: str | Path, backbone=None, *, opset: int = OPSET) -> Path:
     """Write ``detector`` as an ONNX file at ``out``; returns the path.
 
     ``backbone``: the model's re-created backbone (default: ``backbone_for(detector, device='cpu')``).
-    Raises ``NotExpressible`` for heads without a torch form, before building the backbone.
+    Raises ``NotExpressible`` for heads without a torch form, before building the backbone, and
+    ``BackboneError`` with the install command without the onnx extra.
     """
-    import onnx
-
+    require_onnx("fakedet export")
     torch_head(detector.pipeline)  # refuse early
     backbone = backbone or backbone_for(detector, device="cpu")
     module = detector_module(detector, backbone).cpu().float().to(memory_format=torch.contiguous_format)
     size = backbone.preprocess.size
     example = torch.rand(2, 3, size, size)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset, input_names=["images"],
-                                output_names=["p_fake"], dynamic_shapes=({0: batch},), verbose=False)
-    program.save(str(out))
-    model = onnx.load(str(out))
     meta = {"threshold": detector.threshold, "backbone": detector.backbone, "fingerprint": detector.fingerprint,
             "head": detector.head, "input_size": size, "preprocess": json.dumps(detector.identity["preprocess"]),
             "input": "float32 (B, 3, S, S) in [0, 1] after the model's resize/crop; output p_fake (B,)"}
-    onnx.helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
-    onnx.save(model, str(out))
-    return out
+    return write_onnx(module, example, out, output="p_fake", metadata=meta, opset=opset)
 
 
 def preprocessed_batch(backbone, images: list[Image.Image]) -> np.ndarray:

@@ -26,11 +26,12 @@ from torch import nn
 from .backbones import Backbone, BackboneError
 
 FORMAT = "fakedet-embedder/1"  # bump when the exported graph's inputs or outputs change
+OPSET = 18  # Resize with antialias (multi-scale features) needs 18
 TOLERANCE = 1e-4  # max |onnx - torch| / max(1, max |torch|) on the probe batch
 INSTALL = 'pip install "fakedet[onnx]"  (onnxruntime, onnx, onnxscript)'
 
 
-class ExportError(RuntimeError):
+class ExportError(BackboneError):
     """This backbone cannot run in ONNX Runtime (export failed or its output differs from torch)."""
 
 
@@ -59,30 +60,44 @@ def onnx_path(backbone: Backbone, folder: str | Path) -> Path:
     return Path(folder) / "onnx" / f"{backbone.key}.onnx"
 
 
-def export_onnx(backbone: Backbone, path: str | Path) -> Path:
-    """Write ``backbone``'s fp32 feature model (layers and scales included) to ``path`` atomically."""
+def require_onnx(what: str = "--runtime onnx") -> None:
+    """Raise ``BackboneError`` naming the install command when the onnx extra is missing."""
     missing = onnx_available()
     if missing:
-        raise BackboneError(f"--runtime onnx needs {missing}: {INSTALL}")
+        raise BackboneError(f"{what} needs {missing}: {INSTALL}")
+
+
+def write_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, *, output: str, metadata: dict,
+               opset: int = OPSET) -> Path:
+    """``torch.onnx.export`` of ``module`` (input ``images``, dynamic batch, output ``output``) to ``path``
+    atomically, with ``metadata`` as string properties. The one exporter of the runtime's backbones and of
+    ``fakedet export``'s deployment graphs; ``ExportError`` says why an export failed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = _Uint8Input(copy.deepcopy(backbone.model).float().cpu().to(memory_format=torch.contiguous_format)).eval()
-    size = backbone.preprocess.size
-    example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                model, (example,), input_names=["images"], output_names=["features"],
+                module, (example,), input_names=["images"], output_names=[output], opset_version=opset,
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True, verbose=False,
             )
     except Exception as err:  # the exporter raises many types; the message is the reason shown to the user
         raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
-    program.model.metadata_props.update({"fakedet_fingerprint": backbone.fingerprint, "fakedet_format": FORMAT})
+    program.model.metadata_props.update({k: str(v) for k, v in metadata.items()})
     partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     program.save(str(partial))
     os.replace(partial, path)
     return path
+
+
+def export_onnx(backbone: Backbone, path: str | Path) -> Path:
+    """Write ``backbone``'s fp32 feature model (layers and scales included) to ``path`` atomically."""
+    require_onnx()
+    model = _Uint8Input(copy.deepcopy(backbone.model).float().cpu().to(memory_format=torch.contiguous_format)).eval()
+    size = backbone.preprocess.size
+    example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
+    return write_onnx(model, example, path, output="features",
+                      metadata={"fakedet_fingerprint": backbone.fingerprint, "fakedet_format": FORMAT})
 
 
 class OnnxRunner:

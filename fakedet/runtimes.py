@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from .backbones import Backbone, BackboneError, resolve_precision
-from .onnx_runtime import INSTALL, ExportError, load_onnx, onnx_available
+from .onnx_runtime import ExportError, load_onnx, onnx_available, require_onnx
 
 RUNTIMES = ("auto", "torch", "compile", "onnx")
 MEASURE_FILE = "runtimes.json"
@@ -87,9 +87,7 @@ def use_runtime(backbone: Backbone, runtime: str | None = None, folder: str | Pa
         runtime, chosen, backbone.runtime_reason = choose(backbone, folder, free, batch_size)
         backbone.precision = chosen
     if runtime == "onnx":
-        missing = onnx_available()
-        if missing:
-            raise BackboneError(f"--runtime onnx needs {missing}: {INSTALL}")
+        require_onnx()
         if free:
             backbone.precision = "fp32"
         try:

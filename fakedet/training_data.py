@@ -85,9 +85,10 @@ def gather(data: list[str | Path | None], backbone: str | None = None, cache: st
 
 
 def add_augmented(data: TrainingData, copies: list[Augmentation], *, device: str = "auto",
-                  batch_size: int = 64, workers: int | None = None, progress: bool = False,
+                  runtime: str | None = None, batch_size: int = 64, workers: int | None = None, progress: bool = False,
                   cache: str | Path | None = None) -> TrainingData:
-    """Embed (or read from the cache) every augmented copy of the training images; sets ``data.extra``."""
+    """Embed (or read from the cache) every augmented copy of the training images, with engine ``runtime``
+    (see ``fakedet.runtimes``); sets ``data.extra``."""
     from .backbones import create_backbone
     from .extract import extract
 
@@ -107,7 +108,7 @@ def add_augmented(data: TrainingData, copies: list[Augmentation], *, device: str
         frame = images[images["id"].isin(ids)].drop(columns=["n_copies", "label_conflict"])
         for augmentation in copies:
             result = extract(source, backbone, cache=store.path, frame=frame, perturb=augmentation,
-                             batch_size=batch_size, workers=workers, progress=progress)
+                             runtime=runtime, batch_size=batch_size, workers=workers, progress=progress)
             emb = store.load(result.key)
             emb.frame = emb.frame[emb.frame["id"].isin(ids)]
             keep = emb.frame.index.to_numpy()

@@ -51,6 +51,7 @@ def fit(
     balance: str | None = None,
     domain_rate: float | None = DEFAULT_RATE,
     device: str = "auto",
+    runtime: str | None = None,
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool = False,
@@ -62,6 +63,7 @@ def fit(
     of the training images, embedded into the cache once and added to the training rows (see
     ``fakedet.training_data``). ``balance='sources'``: every dataset weighs the same in the fit.
     ``domain_rate``: in-domain share kept by the out-of-domain flag, calibrated on val (None: no flag).
+    ``runtime``: the engine that embeds the augmented copies (see ``fakedet.runtimes``).
     """
     datasets = list(data) if isinstance(data, (list, tuple)) else [data]
     copies_ = augmentations(augment, copies, random_state) if augment else []  # bad specs fail before any work
@@ -69,7 +71,7 @@ def fit(
         raise ValueError(f"balance must be 'sources' or 'none', not {balance!r}")
     gathered = gather(datasets, backbone, cache, val_size=val_size, test_size=test_size, random_state=random_state)
     if copies_:
-        add_augmented(gathered, copies_, device=device, batch_size=batch_size, workers=workers,
+        add_augmented(gathered, copies_, device=device, runtime=runtime, batch_size=batch_size, workers=workers,
                       progress=progress, cache=cache)
     emb, split = gathered.emb, gathered.split
     weights = source_weights(gathered.train_sources()) if balance == "sources" else None

@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 from fitted import fitted
 
+from fakedet import onnx_runtime
 from fakedet.cli import cli
 from fakedet.export import export_onnx, onnx_parity, preprocessed_batch, probe_images
 from fakedet.heads import make_head
@@ -58,6 +59,10 @@ def test_export_parity_on_100_images(multiscale, tmp_path):
     images = probe_images(100)
     parity = onnx_parity(detector, path, images, backbone)
     assert parity["n"] == 100 and parity["max_abs_diff"] <= 1e-4
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert float(meta["threshold"]) == detector.threshold and meta["fingerprint"] == detector.fingerprint
     # the torch module the graph came from scores like predict (fp32 backbone + sklearn head)
     x = torch.from_numpy(preprocessed_batch(backbone, images[:16]))
     with torch.inference_mode():
@@ -80,3 +85,11 @@ def test_cli_export_writes_a_checked_file_and_refuses_knn(tmp_path_factory, mult
                                       str(tmp_path / "knn.onnx")])
     assert result.exit_code == 2 and "nearest-neighbour" in result.output
     assert not (tmp_path / "knn.onnx").exists()
+
+
+def test_cli_export_without_the_onnx_extra_exits_2_with_the_install_command(multiscale, tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_runtime, "onnx_available", lambda: "onnxscript")
+    model = multiscale.detector.save(tmp_path / "model")
+    result = CliRunner().invoke(cli, ["export", str(model), "--out", str(tmp_path / "model.onnx")])
+    assert result.exit_code == 2 and 'pip install "fakedet[onnx]"' in result.output and "onnxscript" in result.output
+    assert not (tmp_path / "model.onnx").exists()

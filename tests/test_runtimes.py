@@ -161,7 +161,7 @@ def run_cli(*args, code: int = 0) -> str:
 
 def test_unavailable_runtime_named_explicitly_exits_2_with_the_install_command(monkeypatch, image_tree, tmp_path):
     data = image_tree()
-    monkeypatch.setattr(runtimes, "onnx_available", lambda: "onnxruntime")
+    monkeypatch.setattr(onnx_runtime, "onnx_available", lambda: "onnxruntime")
     out = run_cli("extract", data, "--resize", "32", "--runtime", "onnx", "--cache", tmp_path, "-q", code=2)
     assert "onnxruntime" in out and 'pip install "fakedet[onnx]"' in out
     monkeypatch.setattr(runtimes, "compiler_missing", lambda device: "torch.compile needs a C++ compiler")
