@@ -211,7 +211,7 @@ def write_table(table: pd.DataFrame, out: Path) -> None:
     if out.suffix.lower() == ".json":
         table.to_json(out, orient="records", indent=2)
     else:
-        table.to_csv(out, index=False)
+        table.to_csv(out, index=False, errors="surrogateescape")  # file names as the OS stores them
 
 
 @cli.command()
@@ -498,6 +498,8 @@ def finetune(data, name, out, image_size, seed, device, workers, resume, cache, 
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):  # print file names that are not UTF-8 as the OS stores them, like ls
+        stream.reconfigure(errors="surrogateescape")
     cli(prog_name="fakedet")
 
 

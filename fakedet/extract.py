@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .backbones import Backbone, Preprocess, create_backbone
-from .datasets import ImageDecodeError, ImageSource, decode_image, discover, open_source
+from .datasets import ImageDecodeError, ImageSource, decode_image, discover, open_source, printable
 from .perturb import Perturbation
 from .store import Store, store_path
 
@@ -146,7 +146,7 @@ def extract(
         "preprocess": str(backbone.preprocess),
         "perturb": perturb.name if perturb else "",
     }
-    with store.writer(source=src.root) as writer:
+    with store.writer(source=printable(src.root)) as writer:
         writer.write_images(frame, replace=full)
         header_failures = frame.loc[frame["error"] != "", ["id", "path", "error"]].rename(columns={"error": "reason"})
         if len(header_failures):

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from .datasets import LABEL_NAMES, ImageDecodeError, decode_image, duplicates, open_source
+from .datasets import LABEL_NAMES, ImageDecodeError, decode_image, duplicates, open_source, printable
 from .metrics import PERCENT_KEYS
 from .project import Projection, ProjectionParams, project
 from .store import Store, versions
@@ -81,7 +81,7 @@ class ModelResult:
 
 
 def _e(value) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(printable(value), quote=True)
 
 
 def _table(frame: pd.DataFrame, index: bool = False) -> str:
