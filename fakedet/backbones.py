@@ -39,6 +39,7 @@ INTERPOLATIONS = {
 FINETUNED_DIR = Path("cache") / "finetuned"
 LAYERS = ("final", "multi", "blocks")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MIN_SIZE, MAX_SIZE = 8, 2048  # bounds of --resize sizes: 0 is meaningless, 100000 would need ~30 GB a batch
 OFFLINE_HINT = (
     "Alternatives that work offline: pass a local weights file "
     "(timm: --checkpoint FILE; clip: clip:<arch>:/path/to/checkpoint.pt), use the bundled "
@@ -125,6 +126,8 @@ def parse_resize(resize: str | int | None) -> tuple[str, int | None]:
     size = int(match.group(2)) if match.group(2) else None
     if policy == "resize" and size is None:
         raise ValueError("resize needs a size, e.g. 'resize:128'")
+    if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"resize size {size}: use a size from {MIN_SIZE} to {MAX_SIZE} pixels, e.g. '128'")
     return policy, size
 
 
@@ -404,11 +407,11 @@ def create_backbone(
         family, name = "effnet-lite", family[len("effnet-lite"):]
     if family not in _FAMILIES:
         raise BackboneError(f"unknown backbone {spec!r}; known: {', '.join(list_backbones())}")
-    model, default = _FAMILIES[family](name, checkpoint=checkpoint, layers=layers)
-    model.scales = parse_scales(scales)
-    policy, size = parse_resize(resize)
+    scales, (policy, size) = parse_scales(scales), parse_resize(resize)  # bad options fail before loading
     if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}")
+    model, default = _FAMILIES[family](name, checkpoint=checkpoint, layers=layers)
+    model.scales = scales
     if policy == "backbone":  # the backbone's own geometry (a fine-tuned checkpoint keeps its training one)
         policy, size = default.policy, default.size
     pre = Preprocess(
@@ -513,17 +516,38 @@ def _timm(name: str, checkpoint=None, layers: str = "final"):
     return TimmFeatures(model, pre.mean, pre.std, layers), pre
 
 
+def load_tensors(path: Path):
+    """``torch.load`` with ``weights_only=True``; a file holding Python objects or not a torch file at all is
+    one BackboneError (never torch's own advice, which suggests loading with weights_only=False)."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        if "GLOBAL" in str(err):  # torch refused to import a Python object the file names
+            raise BackboneError(f"refusing checkpoint {path}: it holds Python objects, and fakedet loads tensors "
+                                "only (save the weights with torch.save(model.state_dict()) or as .safetensors)") from None
+        raise BackboneError(f"not a torch checkpoint: {path} is empty, truncated or of another format "
+                            f"({type(err).__name__})") from None
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a ``.safetensors`` or torch file (loaded with ``weights_only=True``, no pickled code)."""
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise BackboneError(f"not a readable .safetensors file: {path} ({err})") from None
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
+    if not isinstance(state, dict):
+        raise BackboneError(f"checkpoint {path} holds a {type(state).__name__}, not a dict of tensors")
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -596,8 +620,8 @@ def _finetuned(name: str, checkpoint=None, layers: str = "final"):
         path = FINETUNED_DIR / name / "best.pt"
     if not path.is_file():
         raise BackboneError(f"no fine-tuned checkpoint at {path}; run `fakedet finetune` first or pass a path")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved.get("format") != "fakedet-finetuned/1":
+    saved = load_tensors(path)
+    if not isinstance(saved, dict) or saved.get("format") != "fakedet-finetuned/1":
         raise BackboneError(f"{path} is not a fakedet fine-tune checkpoint")
     base_spec = saved["base_spec"]
     family, _, base_name = base_spec.partition(":")

@@ -59,6 +59,9 @@ WORKERS = click.option("--workers", type=click.IntRange(0), default=None,
                        help="image decoding processes [default: spare cores, 1..4]")
 PRECISION = click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
                          help="autocast precision; auto = bf16 on CPUs with bf16 units and on CUDA, else fp32")
+ALLOW_PARTIAL = click.option("--allow-partial", is_flag=True,
+                              help="use an embedding set that is still missing images (extraction running or "
+                                   "interrupted) [default: refuse it]")
 VAL_SIZE = click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
                         help="validation fraction (of train when the dataset has split folders)")
 
@@ -107,14 +110,16 @@ def extract(data, backbone, batch_size, workers, dtype, cache, quiet, **kw):
 
 @cli.command()
 @click.option("--failures", is_flag=True, help="list every image that could not be embedded")
+@click.option("--check", is_flag=True, help="read every cache whole and say what is wrong (exit 1 if anything)")
 @cache_option
-def info(failures, cache):
+def info(failures, check, cache):
     """What the cache holds: datasets, image counts, embedding sets."""
     root = Path(cache) if cache is not None else DEFAULT_CACHE
     paths = [root] if root.suffix in (".h5", ".hdf5") else sorted(root.glob("*.h5"))
     if not paths:
         click.echo(f"no caches in {root}; run `fakedet extract DATA` first")
         return
+    found_problems = False
     for path in paths:
         store = Store(path)
         images = store.images()
@@ -133,6 +138,14 @@ def info(failures, cache):
         click.echo(f"  failures: {len(bad)}")
         if failures and len(bad):
             click.echo("  " + bad[["path", "reason"]].to_string(index=False).replace("\n", "\n  "))
+        if check:
+            from .storecheck import check_store
+
+            problems = check_store(store)
+            click.echo("  check: " + ("ok" if not problems else "\n    ".join(["PROBLEMS", *problems])))
+            found_problems = found_problems or bool(problems)
+    if check and found_problems:
+        sys.exit(1)
 
 
 @cli.command()
@@ -226,14 +239,15 @@ def write_table(table: pd.DataFrame, out: Path) -> None:
 @click.option("--cv", type=click.IntRange(0), default=0, help="also report K-fold cross-validation on train+val")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="model folder [default: <cache>/models/<dataset>-<key>-<head>]")
+@ALLOW_PARTIAL
 @cache_option
-def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, out, cache):
+def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, out, allow_partial, cache):
     """Fit a classifier head on cached embeddings; save it with its metrics."""
     from .detector import fit as run, model_dir
     from .metrics import format_metrics
 
     detector = run(data, backbone, head, params=parse_params(param, config), preprocess=preprocess, cache=cache,
-                   val_size=val_size, test_size=test_size, cv=cv, random_state=seed)
+                   val_size=val_size, test_size=test_size, cv=cv, random_state=seed, allow_partial=allow_partial)
     training = detector.training
     click.echo(f"{head} on {training['dataset']} / {detector.key}: split by {training['split']}")
     for name, metrics in detector.metrics.items():
@@ -309,14 +323,15 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_si
 @fit_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
               help="folder for compare-<dataset>.csv and .md")
+@ALLOW_PARTIAL
 @cache_option
-def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, cache):
+def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, allow_partial, cache):
     """Fit every head on every embedding set; one table, best first."""
     from .detector import compare as run, find_store, save_table
 
     store = find_store(data, cache)
     table = run(store.path, list(backbone) or None, list(head) or None, preprocess=preprocess,
-                val_size=val_size, test_size=test_size, random_state=seed)
+                val_size=val_size, test_size=test_size, random_state=seed, allow_partial=allow_partial)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     csv, md = save_table(table, out / f"compare-{store.path.stem}")
@@ -406,14 +421,16 @@ def projection_params(kw: dict):
               help="embedding set: backbone spec, key or key prefix [default: the only set]")
 @projection_options
 @click.option("--recompute", is_flag=True, help="recompute even if the cache holds this projection")
+@ALLOW_PARTIAL
 @cache_option
-def project(data, backbone, recompute, cache, n_jobs, **kw):
+def project(data, backbone, recompute, allow_partial, cache, n_jobs, **kw):
     """2-D projection (UMAP, t-SNE, PCA) of an embedding set, cached in the store for reports."""
     from .detector import find_store, pick_set
     from .project import project as run
 
     store = find_store(data, cache)
-    result = run(store, pick_set(store, backbone), projection_params(kw), n_jobs=n_jobs, recompute=recompute)
+    result = run(store, pick_set(store, backbone), projection_params(kw), n_jobs=n_jobs, recompute=recompute,
+                 allow_partial=allow_partial)
     how = "read from the cache" if result.cached else f"computed in {result.seconds:.1f}s"
     click.echo(f"{result.name} of {result.key}: {len(result.ids)} of {result.params['n_total']} images, "
                f"{how} ({store.path})")
@@ -431,15 +448,17 @@ def project(data, backbone, recompute, cache, n_jobs, **kw):
               help="thumbnails of the most confident mistakes, per kind")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="HTML file, or folder for index.html [default: reports/<name>/index.html]")
+@ALLOW_PARTIAL
 @cache_option
-def report(data, backbone, model, split, mistakes, out, cache, n_jobs, **kw):
+def report(data, backbone, model, split, mistakes, out, allow_partial, cache, n_jobs, **kw):
     """One self-contained HTML report: dataset checks, projection and (with --model) evaluation."""
     import shlex
 
     from .report import write_report
 
     path = write_report(data, backbone, model, split=split, cache=cache, out=out, projection=projection_params(kw),
-                        n_jobs=n_jobs, command=shlex.join(["fakedet", *sys.argv[1:]]), n_mistakes=mistakes)
+                        n_jobs=n_jobs, command=shlex.join(["fakedet", *sys.argv[1:]]), n_mistakes=mistakes,
+                        allow_partial=allow_partial)
     click.echo(f"report written to {path}")
 
 

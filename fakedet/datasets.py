@@ -173,6 +173,7 @@ def _walk(folder: str, prefix: str, refused: dict[str, str]):
             entries = list(listing)
     except OSError as err:
         refused[prefix or "./"] = f"cannot list folder: {err.strerror or err}"
+        yield prefix or "./"
         return
     for entry in entries:
         if entry.name.startswith(".") or entry.name == "__MACOSX":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -31,7 +30,7 @@ from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOpti
 from sklearn.pipeline import Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
-from .datasets import LABEL_NAMES, ImageDecodeError, decode_image, discover, open_source
+from .datasets import LABEL_NAMES, ImageDecodeError, SourceError, decode_image, discover, open_source
 from .heads import HEADS, get_head, head_params, make_head
 from .metrics import binary_metrics, choose_threshold
 from .splits import assign_splits, cv_folds
@@ -140,27 +139,51 @@ class Detector:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Detector":
-        """Read a model folder; refuses files holding types outside the trusted list."""
+        """Read a model folder; refuses files holding types outside the trusted list, and malformed ones
+        with one line naming the file."""
         directory = Path(directory)
         if not (directory / META_FILE).is_file():
             raise StoreError(f"{directory} is not a fakedet model folder (no {META_FILE})")
-        meta = json.loads((directory / META_FILE).read_text())
-        if meta.get("format") != FORMAT:
-            raise StoreError(f"{directory} has model format {meta.get('format')!r}, this fakedet reads {FORMAT}")
+        meta = _read_meta(directory / META_FILE)
         try:
             pipeline = sio.load(directory / MODEL_FILE, trusted=TRUSTED_TYPES)
         except UntrustedTypesFoundException as err:
             raise UntrustedModel(f"{directory / MODEL_FILE} holds types fakedet does not load: {err}") from None
+        except Exception as err:  # a pickle, a torch file, a truncated or empty file: skops raises many types
+            raise UntrustedModel(f"not a fakedet model file: {directory / MODEL_FILE} is not a readable skops "
+                                 f"file ({type(err).__name__}); fit the model again") from None
         if not isinstance(pipeline, Pipeline):
             raise UntrustedModel(f"{directory / MODEL_FILE} holds a {type(pipeline).__name__}, not a Pipeline")
         metrics_file = directory / METRICS_FILE
-        return cls(
-            pipeline=pipeline, head=meta["head"], params=meta["params"], preprocess=meta["preprocess"],
-            key=meta["key"], fingerprint=meta["fingerprint"], backbone=meta["backbone"], identity=meta["identity"],
-            threshold=meta["threshold"], training=meta["training"], versions=meta["versions"],
-            metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
-            splits=pd.read_csv(directory / SPLITS_FILE, dtype=str, keep_default_na=False),
-        )
+        try:
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+            splits = pd.read_csv(directory / SPLITS_FILE, dtype=str, keep_default_na=False)
+        except (ValueError, OSError) as err:
+            raise StoreError(f"not a fakedet model file: {metrics_file.name} or {SPLITS_FILE} in {directory} "
+                             f"is unreadable ({err}); fit the model again") from None
+        return cls(pipeline=pipeline, metrics=metrics, splits=splits, **meta)
+
+
+_META_KEYS = ("head", "params", "preprocess", "key", "fingerprint", "backbone", "identity", "threshold",
+              "training", "versions")
+
+
+def _read_meta(path: Path) -> dict:
+    """The Detector fields from ``model.json``, checked; StoreError naming the file if malformed."""
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        raise StoreError(f"not a fakedet model file: {path} is not readable JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise StoreError(f"{path.parent} has model format {found!r}, this fakedet reads {FORMAT}")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise StoreError(f"not a fakedet model file: {path} lacks {', '.join(missing)}; fit the model again")
+    threshold = meta["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise StoreError(f"not a fakedet model file: {path} has threshold {threshold!r}, not a number in [0, 1]")
+    return {k: meta[k] for k in _META_KEYS}
 
 
 # --------------------------------------------------------------------------- data selection
@@ -301,10 +324,14 @@ def fit(
     test_size: float = 0.0,
     cv: int = 0,
     random_state: int = 0,
+    allow_partial: bool = False,
 ) -> Detector:
-    """Fit ``head`` on cached embeddings of ``data`` (see ``find_store``) from set ``backbone``."""
+    """Fit ``head`` on cached embeddings of ``data`` (see ``find_store``) from set ``backbone``; refuses a
+    set still missing images of the table unless ``allow_partial``."""
     store = find_store(data, cache)
-    emb = store.load(pick_set(store, backbone))
+    key = pick_set(store, backbone)
+    store.require_complete(key, allow_partial)
+    emb = store.load(key)
     split, how = assign_splits(emb.frame, val_size=val_size, test_size=test_size, random_state=random_state)
     detector = train_detector(emb, split, head, params=params, preprocess=preprocess, random_state=random_state)
     if cv:
@@ -460,6 +487,7 @@ def compare(
     val_size: float = 0.2,
     test_size: float = 0.0,
     random_state: int = 0,
+    allow_partial: bool = False,
 ) -> pd.DataFrame:
     """Every head on every embedding set (default: all unperturbed sets and all heads), best first.
 
@@ -478,6 +506,8 @@ def compare(
         if not keys:
             raise StoreError(f"{store.path} holds no embeddings yet; run `fakedet extract` first")
     rows = []
+    for key in keys:
+        store.require_complete(key, allow_partial)
     for key in keys:
         emb = store.load(key)
         split, _ = assign_splits(emb.frame, val_size=val_size, test_size=test_size, random_state=random_state)
@@ -547,7 +577,7 @@ def predict(
                                                  workers=workers, progress=progress)
             except ModelMismatch:
                 raise
-            except (OSError, zipfile.BadZipFile, StoreError) as err:
+            except (OSError, SourceError, StoreError) as err:
                 rows.append({"path": str(item), "error": f"cannot read: {err}"})
                 continue
             p = pd.Series(detector.predict_proba(emb.X) if len(emb.X) else [], index=emb.frame["id"], dtype=float)

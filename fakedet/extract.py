@@ -7,7 +7,10 @@ skips content ids that are already embedded, so an interrupted run resumes where
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +26,8 @@ from .backbones import Backbone, Preprocess, create_backbone
 from .datasets import ImageDecodeError, ImageSource, decode_image, discover, open_source, printable
 from .perturb import Perturbation
 from .store import Store, store_path
+
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -94,8 +99,16 @@ def collate(items):
 
 
 def worker_init(_: int) -> None:
-    """DataLoader workers decode images; one torch thread each keeps them off the model's cores."""
+    """DataLoader workers decode images; one torch thread each keeps them off the model's cores. On Linux
+    the kernel kills a worker as soon as its parent dies (torch's own check takes up to 5 s)."""
     torch.set_num_threads(1)
+    exit_with_parent()
+
+
+def exit_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG); no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def default_workers() -> int:
@@ -129,14 +142,14 @@ def extract(
     """
     start = time.perf_counter()
     src = open_source(source)
-    full = frame is None
-    if full:
-        frame = discover(source, progress=progress)
-    if not isinstance(backbone, Backbone):
+    if not isinstance(backbone, Backbone):  # first: bad options fail before any file is read
         backbone = create_backbone(
             backbone, checkpoint=checkpoint, layers=layers, resize=resize,
             interpolation=interpolation, scales=scales, precision=precision, device=device,
         )
+    full = frame is None
+    if full:
+        frame = discover(source, progress=progress)
     key = backbone.key + (f"+{perturb.name}" if perturb else "")
     store = Store(store_path(src.name, cache))
     attrs = {

@@ -523,7 +523,7 @@ def render_report(
     failures = store.failures()
     images = mark_failures(store.images(), failures)
     frame = store.frame(key)
-    proj = project(store, key, projection, n_jobs=n_jobs)
+    proj = project(store, key, projection, n_jobs=n_jobs, allow_partial=True)  # write_report checked it
     dups = duplicates(images) if not images.empty else pd.DataFrame()
     warnings = (shortcut_warnings(images) if not images.empty else []) + leak_warnings(dups)
     title = title or report_name(store.path.stem, key, model.name if model else None)
@@ -593,6 +593,7 @@ def write_report(
     n_jobs: int | None = None,
     command: str | None = None,
     n_mistakes: int = 8,
+    allow_partial: bool = False,
 ) -> Path:
     """Write the report of ``data`` (see ``detector.find_store``; default: the model's training data or
     the only cache), embedding set ``backbone`` (default: the model's, or the only set), optionally
@@ -616,6 +617,7 @@ def write_report(
     else:
         store = find_store(data, cache)
         key = pick_set(store, backbone)
+    store.require_complete(key, allow_partial)
     name = report_name(store.path.stem, key, model_name)
     page = render_report(store, key, model=result, projection=projection, n_jobs=n_jobs, command=command,
                          n_mistakes=n_mistakes, title=name)

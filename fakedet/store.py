@@ -398,8 +398,9 @@ class StoreWriter:
 
     def add_failures(self, frame: pd.DataFrame) -> None:
         """Record images that failed (id, path, reason); one row per id, latest reason wins."""
-        old = _read_table(self.f["failures"]) if "failures" in self.f else frame.iloc[:0]
-        merged = pd.concat([old, frame[["id", "path", "reason"]]]).drop_duplicates("id", keep="last")
+        new = frame[["id", "path", "reason"]]
+        old = _read_table(self.f["failures"]) if "failures" in self.f else new.iloc[:0]
+        merged = pd.concat([old, new]).drop_duplicates("id", keep="last")
         _write_table(self.f, "failures", merged.reset_index(drop=True))
         self.f.flush()
 
