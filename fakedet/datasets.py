@@ -119,7 +119,8 @@ class ImageSource:
         )
 
     def read(self, path: str) -> bytes:
-        """The bytes of one file; FileNotFoundError if the path is not in the source."""
+        """The bytes of one file; FileNotFoundError if the path is not in the source, UnreadableFile (an
+        OSError) with a short reason if the OS or the archive cannot hand it over."""
         if self.kind == "zip":
             if _escapes(path):
                 raise FileNotFoundError(f"{path!r} is not a path inside {self.root}")

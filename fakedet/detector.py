@@ -584,7 +584,7 @@ def predict(
             reasons = store.failures().set_index("id")["reason"]
             for file in frame.itertuples():
                 error = file.error or ("" if file.id in p.index else reasons.get(file.id, "not embedded"))
-                rows.append({"path": str(item / file.path), "p_fake": p.get(file.id) if not error else None,
+                rows.append({"path": f"{item}/{file.path}", "p_fake": p.get(file.id) if not error else None,
                              "error": error})
         else:
             loose.append((len(rows), item))

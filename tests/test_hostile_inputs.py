@@ -133,6 +133,12 @@ def test_per_file_fault_is_recorded_and_the_rest_is_embedded(tmp_path, fault):
         assert reason in failures.loc[hostile, "reason"], failures
         assert "skipped" in output
     assert_intact(cache, n_good + (reason is None))
+    out = tmp_path / "predictions.csv"
+    run("predict", tmp_path / "model", data, "--cache", cache, "--out", out, *FAST[4:])
+    predicted = pd.read_csv(out, keep_default_na=False).set_index("path")
+    assert len(predicted) == n_good + 1
+    row = predicted.loc[f"{data}/{hostile}"]
+    assert (row["label"] in ("real", "fake")) if reason is None else (reason in row["error"])
     problems = run("scan", data, "-q")
     assert (reason is None) != (hostile.splitlines()[0] in problems)
     run("report", "--cache", cache, "--method", "pca", "--out", tmp_path / "report.html")
