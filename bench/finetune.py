@@ -32,7 +32,7 @@ from common import CIFAKE, ROOT, output_options, publish, require  # noqa: E402
 
 from fakedet.backbones import create_backbone  # noqa: E402
 from fakedet.datasets import discover  # noqa: E402
-from fakedet.detector import to_markdown  # noqa: E402
+from fakedet.tables import to_markdown  # noqa: E402
 from fakedet.extract import extract  # noqa: E402
 from fakedet.finetune import Classifier, FinetuneConfig, finetune, training_items  # noqa: E402
 from fakedet.heads import make_head  # noqa: E402

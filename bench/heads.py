@@ -21,7 +21,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from common import output_options, publish  # noqa: E402
 
-from fakedet.detector import pick_set, to_markdown  # noqa: E402
+from fakedet.catalog import pick_set  # noqa: E402
+from fakedet.tables import to_markdown  # noqa: E402
 from fakedet.heads import HEADS, make_head  # noqa: E402
 from fakedet.metrics import binary_metrics  # noqa: E402
 from fakedet.splits import assign_splits  # noqa: E402

@@ -20,7 +20,7 @@ from common import CIFAKE, ROOT, output_options, publish, require  # noqa: E402
 
 from fakedet.backbones import PRECISIONS  # noqa: E402
 from fakedet.datasets import discover  # noqa: E402
-from fakedet.detector import train_detector  # noqa: E402
+from fakedet.training import train_detector  # noqa: E402
 from fakedet.extract import extract  # noqa: E402
 from fakedet.splits import assign_splits  # noqa: E402
 from fakedet.store import Store  # noqa: E402

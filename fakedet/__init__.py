@@ -1,8 +1,8 @@
 """fakedet: real vs AI-generated image detection on cached backbone embeddings."""
 __version__ = "0.1.0"
 
-_API = {"Detector": "detector", "fit": "detector", "evaluate": "detector", "compare": "detector",
-        "predict": "detector", "make_head": "heads"}
+_API = {"Detector": "detector", "BackboneConfig": "backbone_config", "fit": "workflow", "evaluate": "workflow",
+        "compare": "workflow", "predict": "workflow", "extract": "extract", "make_head": "heads"}
 
 
 def __getattr__(name: str):

@@ -29,6 +29,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .backbone_config import LAYERS, PRECISIONS, BackboneConfig, parse_resize, parse_scales, short_spec
+
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -36,10 +38,6 @@ INTERPOLATIONS = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
-FINETUNED_DIR = Path("cache") / "finetuned"
-LAYERS = ("final", "multi", "blocks")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-MIN_SIZE, MAX_SIZE = 8, 2048  # bounds of --resize sizes: 0 is meaningless, 100000 would need ~30 GB a batch
 OFFLINE_HINT = (
     "Alternatives that work offline: pass a local weights file "
     "(timm: --checkpoint FILE; clip: clip:<arch>:/path/to/checkpoint.pt), use the bundled "
@@ -99,36 +97,6 @@ def _center_crop(image: Image.Image, width: int, height: int | None = None) -> I
     height = width if height is None else height
     left, top = (image.width - width) // 2, (image.height - height) // 2
     return image.crop((left, top, left + width, top + height))
-
-
-def parse_scales(scales: str | tuple[float, ...] | list[float] | None) -> tuple[float, ...]:
-    """``'1,0.5'`` (or a sequence) -> ``(1.0, 0.5)``; None / empty -> ``(1.0,)``. Factors in (0, 4]."""
-    if scales is None or scales == "":
-        return (1.0,)
-    try:
-        values = tuple(float(v) for v in (scales.split(",") if isinstance(scales, str) else scales))
-    except ValueError:
-        raise ValueError(f"scales {scales!r}: use factors separated by commas, e.g. '1,0.5'") from None
-    if not values or any(not 0 < v <= 4 for v in values) or len(set(values)) != len(values):
-        raise ValueError(f"scales {scales!r}: distinct factors in (0, 4], e.g. '1,0.5'")
-    return values
-
-
-def parse_resize(resize: str | int | None) -> tuple[str, int | None]:
-    """``'backbone'`` | ``'128'`` / ``'resize:128'`` | ``'pad'`` / ``'pad:64'`` -> (policy, size or None)."""
-    text = "backbone" if resize is None else str(resize).strip().lower()
-    if text == "backbone":
-        return "backbone", None
-    match = re.fullmatch(r"(?:(resize|pad):?)?(\d+)?", text)
-    if not match or (match.group(1) is None and match.group(2) is None):
-        raise ValueError(f"resize policy {resize!r}: use 'backbone', a size like '128', 'pad' or 'pad:64'")
-    policy = match.group(1) or "resize"
-    size = int(match.group(2)) if match.group(2) else None
-    if policy == "resize" and size is None:
-        raise ValueError("resize needs a size, e.g. 'resize:128'")
-    if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(f"resize size {size}: use a size from {MIN_SIZE} to {MAX_SIZE} pixels, e.g. '128'")
-    return policy, size
 
 
 # --------------------------------------------------------------------------- feature models
@@ -242,6 +210,15 @@ class Backbone:
     precision: str
     device: torch.device
     family: str
+    checkpoint: str | None = None
+
+    @property
+    def config(self) -> BackboneConfig:
+        """The settings that re-create this backbone (resolved: precision, resize, interpolation)."""
+        pre = self.preprocess
+        resize = "backbone" if pre.policy == "backbone" else f"{pre.policy}:{pre.size}"
+        return BackboneConfig(spec=self.spec, checkpoint=self.checkpoint, layers=self.layers, resize=resize,
+                              interpolation=pre.interpolation, scales=self.scales, precision=self.precision)
 
     @property
     def layers(self) -> str:
@@ -307,11 +284,6 @@ class Backbone:
             for i in range(0, len(images), batch_size)
         ]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
-
-
-def short_spec(spec: str) -> str:
-    """Spec with local file paths reduced to their file stem (for names, not identity)."""
-    return ":".join(Path(p).stem if ("/" in p or "\\" in p) else p for p in spec.split(":"))
 
 
 def _hash_text(text: str) -> str:
@@ -385,7 +357,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def create_backbone(
-    spec: str,
+    spec: str | BackboneConfig,
     *,
     checkpoint: str | Path | None = None,
     layers: str = "final",
@@ -394,12 +366,24 @@ def create_backbone(
     scales: str | tuple[float, ...] | None = None,
     precision: str = "auto",
     device: str = "auto",
+    cache: str | Path | None = None,
 ) -> Backbone:
     """Build the backbone named by ``spec`` (see module docstring), in eval mode on ``device``.
 
-    ``layers``: final | multi | blocks; ``resize``: see ``parse_resize``; ``scales``: see
-    ``parse_scales`` and ``FeatureModel``."""
-    spec = spec.strip()
+    ``spec`` is a spec string with the settings as keywords (``layers``: final | multi | blocks;
+    ``resize``: see ``parse_resize``; ``scales``: see ``parse_scales`` and ``FeatureModel``), or a
+    whole ``BackboneConfig`` (the keywords are then ignored). ``cache``: the cache root that
+    ``finetuned:<name>`` runs are found under."""
+    if isinstance(spec, BackboneConfig):
+        config = spec
+    else:
+        config = BackboneConfig(spec=spec, checkpoint=checkpoint, layers=layers,
+                                resize="backbone" if resize is None else str(resize),
+                                interpolation=interpolation, scales=parse_scales(scales), precision=precision)
+    if config.resize == "auto":
+        raise ValueError("resize 'auto' is chosen from a dataset's image sizes: use extract, or "
+                         "BackboneConfig.for_images, or pass a size")
+    spec = config.spec
     if spec.endswith(".pt") and ":" not in spec.split("/")[0]:
         spec = f"finetuned:{spec}"
     family, _, name = spec.partition(":")
@@ -407,18 +391,20 @@ def create_backbone(
         family, name = "effnet-lite", family[len("effnet-lite"):]
     if family not in _FAMILIES:
         raise BackboneError(f"unknown backbone {spec!r}; known: {', '.join(list_backbones())}")
-    scales, (policy, size) = parse_scales(scales), parse_resize(resize)  # bad options fail before loading
-    if interpolation is not None and interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}")
-    model, default = _FAMILIES[family](name, checkpoint=checkpoint, layers=layers)
-    model.scales = scales
+    if family == "finetuned":
+        from .catalog import finetuned_checkpoint
+
+        name = str(finetuned_checkpoint(name, cache))
+    model, default = _FAMILIES[family](name, checkpoint=config.checkpoint, layers=config.layers)
+    model.scales = config.scales
+    policy, size = parse_resize(config.resize)
     if policy == "backbone":  # the backbone's own geometry (a fine-tuned checkpoint keeps its training one)
         policy, size = default.policy, default.size
     pre = Preprocess(
         size=size or default.size,
         policy=policy,
         crop_pct=default.crop_pct if policy == "backbone" else 1.0,
-        interpolation=interpolation or default.interpolation,
+        interpolation=config.interpolation or default.interpolation,
         mean=default.mean,
         std=default.std,
     )
@@ -430,9 +416,10 @@ def create_backbone(
         preprocess=pre,
         dim=0,
         weights_hash=weights_hash(model),
-        precision=resolve_precision(precision, torch_device),
+        precision=resolve_precision(config.precision, torch_device),
         device=torch_device,
         family=family,
+        checkpoint=config.checkpoint,
     )
     probe = torch.zeros(1, 3, pre.size, pre.size, dtype=torch.uint8)
     backbone.dim = int(backbone.embed(probe).shape[1])
@@ -614,17 +601,11 @@ def load_clip_model(name: str, checkpoint=None) -> nn.Module:
 
 @register_family("finetuned")
 def _finetuned(name: str, checkpoint=None, layers: str = "final"):
-    """A ``fakedet finetune`` checkpoint: by name under ``cache/finetuned/<name>/`` or by path."""
-    path = Path(name)
-    if not path.suffix:
-        path = FINETUNED_DIR / name / "best.pt"
-    if not path.is_file():
-        raise BackboneError(f"no fine-tuned checkpoint at {path}; run `fakedet finetune` first or pass a path")
-    saved = load_tensors(path)
-    if not isinstance(saved, dict) or saved.get("format") != "fakedet-finetuned/1":
-        raise BackboneError(f"{path} is not a fakedet fine-tune checkpoint")
-    base_spec = saved["base_spec"]
-    family, _, base_name = base_spec.partition(":")
+    """A ``fakedet finetune`` checkpoint (``name`` is its path; ``create_backbone`` resolves run names)."""
+    from .finetuned import read_checkpoint
+
+    saved = read_checkpoint(name)
+    family, _, base_name = saved["base_spec"].partition(":")
     if family.startswith("effnet-lite"):
         family, base_name = "effnet-lite", family[len("effnet-lite"):]
     model, pre = _FAMILIES[family](base_name, checkpoint=saved.get("base_checkpoint"), layers=layers)

@@ -9,7 +9,8 @@ import click
 import pandas as pd
 
 from . import __version__
-from .backbones import LAYERS, PRECISIONS, BackboneError, list_backbones
+from .backbone_config import INTERPOLATION_NAMES, LAYERS, PRECISIONS, PRESETS, BackboneConfig
+from .backbones import BackboneError, list_backbones
 from .store import DEFAULT_CACHE, Store, StoreError
 
 
@@ -74,23 +75,30 @@ backbone_options = options(  # pick a backbone and how images are fed to it
         click.option("--backbone", "-b", default="effnet-lite0",
                      help=f"backbone spec: {', '.join(list_backbones())}"),
         checkpoint_option("local weights file for the backbone (.safetensors / .pt / .pth)"),
-        click.option("--layers", type=click.Choice(LAYERS), default="final",
+        click.option("--preset", type=click.Choice(list(PRESETS)), default="best",
+                     help="best: every block at two scales (1,0.5), resize chosen from the images' sizes; "
+                          "fast: the final embedding at the backbone's own size. --layers/--resize/--scales win"),
+        click.option("--layers", type=click.Choice(LAYERS), default=None,
                      help="final embedding; multi: pooled features of every stage (CNN) / block (ViT) plus the "
-                          "final one; blocks: every block of an EfficientNet (else = multi)"),
-        click.option("--resize", default="backbone",
-                     help="'backbone' (its own resize+crop), a size like 128 (squash), 'pad' or 'pad:64' (native pixels on a canvas)"),
-        click.option("--interpolation", type=click.Choice(["bicubic", "bilinear", "nearest", "lanczos", "box"]),
+                          "final one; blocks: every block of an EfficientNet (else = multi) [default: the preset's]"),
+        click.option("--resize", default=None,
+                     help="'auto' (from the images' median short side: 128..384 px), 'backbone' (its own "
+                          "resize+crop), a size like 128 (squash), 'pad' or 'pad:64' (native pixels on a canvas) "
+                          "[default: the preset's]"),
+        click.option("--interpolation", type=click.Choice(INTERPOLATION_NAMES),
                      default=None, help="resampling filter [default: the backbone's]"),
         click.option("--scales", default=None,
-                     help="also embed the input resized by these factors and concatenate, e.g. 1,0.5 [default: 1]"),
+                     help="also embed the input resized by these factors and concatenate, e.g. 1,0.5 "
+                          "[default: the preset's]"),
         PRECISION, DEVICE, BATCH_SIZE, WORKERS,
 )
 
 
-def backbone_kwargs(kw: dict) -> dict:
-    """The create_backbone keyword arguments among a command's options."""
-    names = ("checkpoint", "layers", "resize", "interpolation", "scales", "precision", "device")
-    return {k: kw[k] for k in names}
+def backbone_config(backbone: str, kw: dict) -> BackboneConfig:
+    """The ``BackboneConfig`` given by a command's backbone options."""
+    return BackboneConfig.preset(kw["preset"], backbone, checkpoint=kw["checkpoint"], layers=kw["layers"],
+                                 resize=kw["resize"], interpolation=kw["interpolation"], scales=kw["scales"],
+                                 precision=kw["precision"])
 
 
 @cli.command()
@@ -99,12 +107,12 @@ def backbone_kwargs(kw: dict) -> dict:
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", help="storage type of embeddings")
 @cache_option
 @quiet_option
-def extract(data, backbone, batch_size, workers, dtype, cache, quiet, **kw):
+def extract(data, backbone, device, batch_size, workers, dtype, cache, quiet, **kw):
     """Embed every readable image of DATA (folder or .zip) into the cache, once; resumable."""
     from .extract import extract as run
 
-    result = run(data, backbone, cache=cache, batch_size=batch_size, workers=workers, dtype=dtype,
-                 progress=not quiet, **backbone_kwargs(kw))
+    result = run(data, backbone_config(backbone, kw), cache=cache, device=device, batch_size=batch_size,
+                 workers=workers, dtype=dtype, progress=not quiet)
     click.echo(result.summary())
 
 
@@ -114,34 +122,27 @@ def extract(data, backbone, batch_size, workers, dtype, cache, quiet, **kw):
 @cache_option
 def info(failures, check, cache):
     """What the cache holds: datasets, image counts, embedding sets."""
-    root = Path(cache) if cache is not None else DEFAULT_CACHE
-    paths = [root] if root.suffix in (".h5", ".hdf5") else sorted(root.glob("*.h5"))
-    if not paths:
-        click.echo(f"no caches in {root}; run `fakedet extract DATA` first")
-        return
+    from .catalog import cache_root, describe
+
+    stores = describe(cache)
+    if not stores:
+        click.echo(f"no caches in {cache_root(cache)}; run `fakedet extract DATA` first")
     found_problems = False
-    for path in paths:
-        store = Store(path)
-        images = store.images()
-        attrs = store.attrs()
-        click.secho(f"{path}  ({attrs['source']})", bold=True)
-        if not images.empty:
-            counts = images.groupby(["split", "label"]).size().rename("files").reset_index()
-            counts["label"] = counts["label"].map({0: "real", 1: "fake", -1: "unlabelled"})
-            click.echo(f"  {len(images)} files, {images['id'].nunique()} distinct")
-            click.echo("  " + counts.to_string(index=False).replace("\n", "\n  "))
-        sets = store.embedding_sets()
-        if not sets.empty:
-            table = sets[["key", "dim", "count", "dtype", "layers", "resize", "size", "scales", "precision", "updated"]]
-            click.echo("  " + table.to_string(index=False).replace("\n", "\n  "))
-        bad = store.failures()
+    for found in stores:
+        click.secho(f"{found['path']}  ({found['source']})", bold=True)
+        if found["files"]:
+            click.echo(f"  {found['files']} files, {found['distinct']} distinct")
+            click.echo("  " + found["counts"].to_string(index=False).replace("\n", "\n  "))
+        if not found["sets"].empty:
+            click.echo("  " + found["sets"].to_string(index=False).replace("\n", "\n  "))
+        bad = found["failures"]
         click.echo(f"  failures: {len(bad)}")
         if failures and len(bad):
             click.echo("  " + bad[["path", "reason"]].to_string(index=False).replace("\n", "\n  "))
         if check:
             from .storecheck import check_store
 
-            problems = check_store(store)
+            problems = check_store(Store(found["path"]))
             click.echo("  check: " + ("ok" if not problems else "\n    ".join(["PROBLEMS", *problems])))
             found_problems = found_problems or bool(problems)
     if check and found_problems:
@@ -202,6 +203,12 @@ run_options = options(  # for embedding images not cached yet, with a model's ba
 )
 
 
+def warn_out_of_domain(name: str, share: float) -> None:
+    click.secho(f"warning: {share:.0%} of {name} is out of the model's domain; verdicts on these images are "
+                "not reliable: fit with examples of this domain (fakedet fit --data OLD --data NEW)", fg="yellow",
+                err=True)
+
+
 def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
     """Head parameters from ``--config FILE`` (a JSON object) updated by ``--param NAME=VALUE`` (JSON values)."""
     params = json.loads(config.read_text()) if config else {}
@@ -218,17 +225,10 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
     return params
 
 
-def write_table(table: pd.DataFrame, out: Path) -> None:
-    """A table as ``.json`` (records) or CSV, by the file suffix."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".json":
-        table.to_json(out, orient="records", indent=2)
-    else:
-        table.to_csv(out, index=False, errors="surrogateescape")  # file names as the OS stores them
-
-
 @cli.command()
-@data_option
+@click.option("--data", "-d", multiple=True,
+              help="dataset folder/zip, .h5 cache file or dataset name; repeat to fit on several datasets "
+                   "[default: the only cache]")
 @click.option("--backbone", "-b", default=None,
               help="embedding set: backbone spec, key or key prefix [default: the only set]")
 @click.option("--head", default="logreg", help=f"classifier head: {HEAD_NAMES}")
@@ -237,19 +237,48 @@ def write_table(table: pd.DataFrame, out: Path) -> None:
               help="JSON file with an object of head parameters (--param wins)")
 @fit_options
 @click.option("--cv", type=click.IntRange(0), default=0, help="also report K-fold cross-validation on train+val")
+@click.option("--augment", multiple=True,
+              help="augmented copies of the training images, repeatable: jpeg:q=30-95, blur:sigma=0-2, "
+                   "resize:0.5-1 (values drawn per image; embedded once into the cache)")
+@click.option("--copies", type=int, default=1, show_default=True, help="augmented copies per training image")
+@click.option("--balance", type=click.Choice(["none", "sources"]), default="none", show_default=True,
+              help="sources: every --data dataset weighs the same")
+@click.option("--domain-rate", type=click.FloatRange(0.5, 1, max_open=True), default=0.99, show_default=True,
+              help="share of in-domain (val) images the out-of-domain flag keeps in")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="model folder [default: <cache>/models/<dataset>-<key>-<head>]")
 @ALLOW_PARTIAL
+@run_options
 @cache_option
-def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, out, allow_partial, cache):
-    """Fit a classifier head on cached embeddings; save it with its metrics."""
-    from .detector import fit as run, model_dir
+@quiet_option
+def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies, balance,
+        domain_rate, out, allow_partial, checkpoint, device, batch_size, workers, cache, quiet):
+    """Fit a classifier head on cached embeddings of one or several datasets; save it with its metrics."""
+    from .catalog import model_dir, model_name
     from .metrics import format_metrics
+    from .perturb import augmentations
+    from .workflow import fit as run
 
-    detector = run(data, backbone, head, params=parse_params(param, config), preprocess=preprocess, cache=cache,
-                   val_size=val_size, test_size=test_size, cv=cv, random_state=seed, allow_partial=allow_partial)
+    if augment:
+        try:
+            augmentations(augment, copies, seed)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--augment/--copies") from None
+    if checkpoint is not None:
+        raise click.UsageError("fit reads the backbone from the embeddings' settings; --checkpoint is not used here")
+    detector = run(list(data) or None, backbone, head, params=parse_params(param, config), preprocess=preprocess,
+                   cache=cache, val_size=val_size, test_size=test_size, cv=cv, random_state=seed, augment=augment,
+                   copies=copies, balance=balance, domain_rate=domain_rate, device=device, batch_size=batch_size,
+                   workers=workers, progress=not quiet, allow_partial=allow_partial)
     training = detector.training
-    click.echo(f"{head} on {training['dataset']} / {detector.key}: split by {training['split']}")
+    datasets = ", ".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
+    click.echo(f"{head} on {datasets} / {detector.key}: split by {training['split']}")
+    if "augment" in training:
+        a = training["augment"]
+        click.echo(f"augmented: {a['copies']} cop{'y' if a['copies'] == 1 else 'ies'} of the training images "
+                   f"({', '.join(a['specs'])}), {a['rows']} extra training rows")
+    if "tuned" in training:
+        click.echo("tuned by cross-validation on train: " + ", ".join(f"{k}={v:g}" for k, v in training["tuned"].items()))
     for name, metrics in detector.metrics.items():
         if name == "cv":
             click.secho(f"[{metrics['folds']}-fold cross-validation on train+val, threshold 0.5]", bold=True)
@@ -258,7 +287,12 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
         else:
             click.secho(f"[{name}]", bold=True)
             click.echo(format_metrics(metrics))
-    directory = detector.save(out or model_dir(f"{training['dataset']}-{detector.key}-{head}", cache))
+    if detector.domain is not None:
+        click.echo(f"out-of-domain flag: score > {detector.domain.threshold:.3f} "
+                   f"(keeps {detector.domain.in_domain_rate:.1%} of val in domain)")
+    name = "+".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
+    suffix = "-aug" if "augment" in training else ""
+    directory = detector.save(out or model_dir(model_name(name, detector.key, head) + suffix, cache))
     click.echo(f"model saved to {directory} (threshold {detector.threshold:.4f} chosen on "
                f"{training['threshold_from']})")
 
@@ -280,14 +314,17 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
 @quiet_option
 def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_size, workers, cache, quiet):
     """Metrics of MODEL (folder or name) on a split of its data, under perturbations, or on other datasets."""
-    from .detector import Detector, evaluate as run, find_model, to_markdown
+    from .catalog import find_model
+    from .detector import Detector
     from .metrics import format_metrics
+    from .tables import to_markdown, write_table
+    from .workflow import evaluate as run
 
     directory = find_model(model, cache)
     detector = Detector.load(directory)
     options = dict(split=split, cache=cache, checkpoint=checkpoint, device=device, batch_size=batch_size,
                    workers=workers, progress=not quiet)
-    if perturb or len(data) > 1:
+    if perturb or len(data) > 1 or (detector.training.get("sources") and not data):
         from .perturb import parse_perturbation
         from .robustness import cross_evaluate, evaluate_perturbed
 
@@ -299,6 +336,9 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_si
         else:
             table = cross_evaluate(detector, list(data), **options)
         click.echo(to_markdown(table))
+        if "out_of_domain" in table:
+            for row in table[table["out_of_domain"] > 0.5].itertuples():
+                warn_out_of_domain(row.evaluated, row.out_of_domain)
         if out is not None:
             write_table(table, out)
             click.echo(f"table written to {out}")
@@ -308,6 +348,8 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_si
     if result.excluded:
         click.echo(f"left out {result.excluded} images identical to ones the model was fit or tuned on")
     click.echo(format_metrics(result.metrics))
+    if result.metrics.get("out_of_domain", 0) > 0.5:
+        warn_out_of_domain(result.name, result.metrics["out_of_domain"])
     detector.metrics[result.name] = result.metrics
     click.echo(f"metrics added to {detector.save_metrics(directory)}")
     if out is not None:
@@ -327,7 +369,9 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, batch_si
 @cache_option
 def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, allow_partial, cache):
     """Fit every head on every embedding set; one table, best first."""
-    from .detector import compare as run, find_store, save_table
+    from .catalog import find_store
+    from .tables import save_table
+    from .workflow import compare as run
 
     store = find_store(data, cache)
     table = run(store.path, list(backbone) or None, list(head) or None, preprocess=preprocess,
@@ -348,7 +392,10 @@ def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, al
 @quiet_option
 def predict(model, images, out, checkpoint, device, batch_size, workers, cache, quiet):
     """P(fake) and label for IMAGES (files, folders or zips) with MODEL (folder or name)."""
-    from .detector import Detector, find_model, predict as run
+    from .catalog import find_model
+    from .detector import Detector
+    from .tables import write_table
+    from .workflow import predict as run
 
     detector = Detector.load(find_model(model, cache))
     table = run(detector, list(images), cache=cache, checkpoint=checkpoint, device=device,
@@ -425,7 +472,7 @@ def projection_params(kw: dict):
 @cache_option
 def project(data, backbone, recompute, allow_partial, cache, n_jobs, **kw):
     """2-D projection (UMAP, t-SNE, PCA) of an embedding set, cached in the store for reports."""
-    from .detector import find_store, pick_set
+    from .catalog import find_store, pick_set
     from .project import project as run
 
     store = find_store(data, cache)
@@ -454,11 +501,11 @@ def report(data, backbone, model, split, mistakes, out, allow_partial, cache, n_
     """One self-contained HTML report: dataset checks, projection and (with --model) evaluation."""
     import shlex
 
-    from .report import write_report
+    from .workflow import report as run
 
-    path = write_report(data, backbone, model, split=split, cache=cache, out=out, projection=projection_params(kw),
-                        n_jobs=n_jobs, command=shlex.join(["fakedet", *sys.argv[1:]]), n_mistakes=mistakes,
-                        allow_partial=allow_partial)
+    path = run(data, backbone, model, split=split, cache=cache, out=out, projection=projection_params(kw),
+               n_jobs=n_jobs, command=shlex.join(["fakedet", *sys.argv[1:]]), n_mistakes=mistakes,
+               allow_partial=allow_partial)
     click.echo(f"report written to {path}")
 
 
@@ -514,6 +561,83 @@ def finetune(data, name, out, image_size, seed, device, workers, resume, cache, 
     result = run(data, name=name, cache=cache, out_dir=out, device=device, workers=workers, resume=resume,
                  progress=not quiet, image_size=image_size or None, random_state=seed, **kw)
     click.echo(result.summary())
+
+# --------------------------------------------------------------------------- explain, export, serve
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="folder for <image>.png (overlay) and <image>.npy (map)")
+@click.option("--method", type=click.Choice(["auto", "grad-cam", "occlusion"]), default="auto",
+              help="auto: Grad-CAM for logreg/linsvm/mlp heads, occlusion (a surrogate) for the others")
+@checkpoint_option("the backbone's original weights file, when the model was fit on local weights")
+@DEVICE
+@cache_option
+def explain(model, images, out, method, checkpoint, device, cache):
+    """Heat maps of what drove P(fake) for IMAGES (files) with MODEL (folder or name)."""
+    from .catalog import find_model
+    from .detector import Detector
+    from .workflow import backbone_for
+    from .explain import explain_files
+
+    detector = Detector.load(find_model(model, cache))
+    table = explain_files(detector, list(images), out, backbone_for(detector, checkpoint, device, cache), method)
+    click.echo(table.drop(columns=["npy"]).to_csv(index=False), nl=False)
+    click.echo(f"{table['png'].notna().sum()} heat maps in {out}: {', '.join(table['method'].dropna().unique())}",
+               err=True)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="file to write, e.g. model.onnx")
+@click.option("--check", type=click.IntRange(0), default=100,
+              help="compare P(fake) of the file and PyTorch on N images (0: skip)")
+@click.option("--check-data", type=click.Path(exists=True, path_type=Path), default=None,
+              help="folder or zip to take the --check images from [default: generated images]")
+@checkpoint_option("the backbone's original weights file, when the model was fit on local weights")
+@cache_option
+def export(model, fmt, out, check, check_data, checkpoint, cache):
+    """Write MODEL (backbone + head) as one ONNX graph: preprocessed batch in [0, 1] -> P(fake)."""
+    from .catalog import find_model
+    from .detector import Detector
+    from .workflow import backbone_for
+    from .export import export_onnx, onnx_parity, probe_images
+
+    detector = Detector.load(find_model(model, cache))
+    backbone = backbone_for(detector, checkpoint, device="cpu", cache=cache)
+    path = export_onnx(detector, out, backbone)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); input: float32 (B, 3, {backbone.preprocess.size}, "
+               f"{backbone.preprocess.size}) in [0, 1], output p_fake (B,), threshold {detector.threshold:.4f}")
+    if check:
+        parity = onnx_parity(detector, path, probe_images(check, check_data), backbone)
+        click.echo(f"parity on {parity['n']} {'images of ' + str(check_data) if check_data else 'generated images'}: max |dP| {parity['max_abs_diff']:.2e}, "
+                   f"mean {parity['mean_abs_diff']:.2e}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", help="address to bind (default loopback only; 0.0.0.0 exposes it)")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000)
+@checkpoint_option("the backbone's original weights file, when the model was fit on local weights")
+@DEVICE
+@cache_option
+def serve(model, host, port, checkpoint, device, cache):
+    """A web page and JSON API (/docs) for MODEL: verdicts, heat maps, nearest training images."""
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError as err:
+        raise click.UsageError(f"serve needs the serve extra: pip install 'fakedet[serve]' ({err})") from err
+    from .catalog import find_model
+    from .detector import Detector
+    from .workflow import backbone_for
+
+    detector = Detector.load(find_model(model, cache))
+    uvicorn.run(create_app(detector, checkpoint=checkpoint, device=device), host=host, port=port)
 
 
 def main() -> None:

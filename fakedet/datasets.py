@@ -22,7 +22,6 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 LABEL_NAMES = {0: "real", 1: "fake", -1: "unlabelled"}
-SPLITS = ("train", "val", "test")
 MAX_PIXELS = 64_000_000
 TINY_SIDE = 8
 

@@ -48,20 +48,20 @@ def run_demo(root: str | Path, cache=None, progress: bool = True, echo=print) ->
     """The README's end-to-end job on the synthetic demo set: extract, fit, evaluate, report.
 
     Returns the report written."""
-    from .detector import evaluate, fit, model_dir
+    from .catalog import model_dir, model_name
     from .extract import extract
     from .metrics import format_metrics
-    from .report import write_report
+    from .workflow import evaluate, fit, report
 
     root = make_demo_dataset(root)
     echo(f"demo images (synthetic, not photographs): {root}")
     result = extract(root, "effnet-lite0", cache=cache, progress=progress)
     echo(result.summary())
     detector = fit(root, result.key, "logreg", cache=cache)
-    directory = detector.save(model_dir(f"{result.store.stem}-{result.key}-logreg", cache))
+    directory = detector.save(model_dir(model_name(result.store.stem, result.key, "logreg"), cache))
     echo(f"model (logreg, threshold chosen on val): {directory}")
     evaluation = evaluate(detector)
     echo(f"[{evaluation.name}]\n{format_metrics(evaluation.metrics)}")
-    report = write_report(root, result.key, directory, cache=cache, command="fakedet demo")
-    echo(f"report: {report}")
-    return report
+    page = report(root, result.key, directory, cache=cache, command="fakedet demo")
+    echo(f"report: {page}")
+    return page

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,17 +35,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import backbones
-from .backbones import Backbone, FeatureModel, Preprocess, create_backbone, short_spec
+from .backbones import Backbone, FeatureModel, create_backbone
+from .catalog import finetune_dir, matching_set, run_name, source_store
 from .datasets import ImageSource, discover, open_source
-from .extract import ImageBatches, worker_init, collate, default_workers
+from .embedding import default_workers, embed_in_memory, image_loader
+from .finetuned import checkpoint, save_atomic
 from .heads import make_head
 from .metrics import binary_metrics
 from .perturb import Perturbation
 from .splits import assign_splits
-from .store import DEFAULT_CACHE, Store, per_id, store_path, versions
-
-FORMAT = "fakedet-finetuned/1"
+from .store import per_id, versions
 RUN_FILES = ("config.json", "splits.csv", "best.pt", "last.pt", "history.json", "curve.png")
 CLIP_VIT_GROUPS = {  # open_clip VisionTransformer, in the form of timm's group_matcher
     "stem": r"^(?:class_embedding|positional_embedding|conv1|ln_pre)",
@@ -101,7 +98,8 @@ class Augment:
     crop_scale: float = 0.6
     flip: bool = True
 
-    def __call__(self, image: Image.Image) -> Image.Image:
+    def __call__(self, image: Image.Image, image_id: str | None = None) -> Image.Image:
+        """A fresh random draw on every call (``image_id`` is not used: training draws anew each epoch)."""
         if torch.rand(()) < self.blur_jpeg:
             image = Perturbation("blur", 3 * float(torch.rand(())))(image)
         if torch.rand(()) < self.blur_jpeg:
@@ -186,29 +184,15 @@ def training_items(source: str | Path | ImageSource, *, limit: int | None = None
     return items.sort_values("path").reset_index(drop=True)[["id", "path", "split", "label"]]
 
 
-def _loader(src: ImageSource, items: pd.DataFrame, preprocess: Preprocess, batch_size: int, workers: int,
-            augment: Augment | None = None, seed: int | None = None) -> DataLoader:
-    """Batches (ids, uint8 tensor, failures); shuffled and dropping the last partial batch if ``seed``."""
-    shuffle = seed is not None
-    return DataLoader(
-        ImageBatches(src, items, preprocess, augment), batch_size=batch_size, shuffle=shuffle,
-        drop_last=shuffle and len(items) > batch_size, collate_fn=collate, num_workers=workers,
-        generator=torch.Generator().manual_seed(seed) if shuffle else None,
-        worker_init_fn=worker_init if workers else None, prefetch_factor=4 if workers else None,
-    )
+def _forward(model: nn.Module, backbone: Backbone):
+    """``model`` (in eval mode) as a batch function of the embedding path: uint8 batch -> float32 numpy."""
+    @torch.inference_mode()
+    def forward(x: torch.Tensor) -> np.ndarray:
+        model.eval()
+        with backbone.autocast():
+            return model(backbone.to_input(x)).float().cpu().numpy()
 
-
-@torch.inference_mode()
-def _outputs(model: nn.Module, backbone: Backbone, loader: DataLoader, desc: str, progress: bool):
-    """(ids, float32 outputs) of ``model`` in eval mode over a loader; undecodable images are left out."""
-    model.eval()
-    ids, out = [], []
-    for batch_ids, x, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        if batch_ids:
-            with backbone.autocast():
-                out.append(model(backbone.to_input(x)).float().cpu().numpy())
-            ids.extend(batch_ids)
-    return np.asarray(ids), np.concatenate(out) if out else np.zeros(0, np.float32)
+    return forward
 
 
 # --------------------------------------------------------------------------- linear probe
@@ -216,23 +200,22 @@ def _outputs(model: nn.Module, backbone: Backbone, loader: DataLoader, desc: str
 
 def probe_embeddings(backbone: Backbone, src: ImageSource, items: pd.DataFrame, cache, batch_size: int,
                      workers: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
-    """Frozen embeddings of ``items``: from the cache's set ``backbone.key`` where present, the rest
-    computed now (no augmentation). Returns (X, embedded row mask, rows taken from the cache)."""
+    """Frozen embeddings of ``items``: from the cache's set with ``backbone``'s fingerprint where present,
+    the rest computed now (no augmentation). Returns (X, embedded row mask, rows taken from the cache)."""
     X = np.zeros((len(items), backbone.dim), np.float32)
     row = pd.Series(np.arange(len(items)), index=items["id"].to_numpy())
     done = np.zeros(len(items), bool)
-    store = Store(store_path(src.name, cache))
-    if store.exists and store.attrs().get("source") == src.root:
-        sets = store.embedding_sets()
-        if not sets.empty and backbone.key in set(sets["key"]):
-            emb = store.load(backbone.key)
-            hit = emb.frame["id"].isin(row.index).to_numpy()
-            at = row.loc[emb.frame["id"][hit]].to_numpy()
-            X[at], done[at] = emb.X[hit], True
+    store = source_store(src.root, cache)
+    key = matching_set(store, backbone.fingerprint, prefer=backbone.key)
+    if key is not None and store.attrs().get("source") == src.root:
+        emb = store.load(key)
+        hit = emb.frame["id"].isin(row.index).to_numpy()
+        at = row.loc[emb.frame["id"][hit]].to_numpy()
+        X[at], done[at] = emb.X[hit], True
     from_cache = int(done.sum())
     if not done.all():
-        loader = _loader(src, items[~done], backbone.preprocess, batch_size, workers)
-        ids, Z = _outputs(backbone.model, backbone, loader, "probe embeddings", progress)
+        ids, Z, _ = embed_in_memory(src, items[~done], backbone.preprocess, backbone.embed, batch_size=batch_size,
+                                    workers=workers, progress=progress, desc="probe embeddings")
         at = row.loc[ids].to_numpy()
         X[at], done[at] = Z, True
     return X, done, from_cache
@@ -347,10 +330,12 @@ def train_epoch(model: Classifier, backbone: Backbone, loader: DataLoader, label
             "images": seen, "seconds": seconds, "images_per_second": seen / max(seconds, 1e-9), "steps": losses}
 
 
-def validate(model: Classifier, backbone: Backbone, loader: DataLoader, labels: pd.Series,
-             progress: bool = True) -> dict:
-    """Validation loss (log loss), accuracy at 0.5, balanced accuracy and ROC AUC."""
-    ids, logits = _outputs(model, backbone, loader, "validate", progress)
+def validate(model: Classifier, backbone: Backbone, src: ImageSource, items: pd.DataFrame, labels: pd.Series,
+             batch_size: int = 64, workers: int | None = None, progress: bool = True) -> dict:
+    """Validation loss (log loss), accuracy at 0.5, balanced accuracy and ROC AUC of ``items``."""
+    ids, logits, _ = embed_in_memory(src, items, backbone.preprocess, _forward(model, backbone),
+                                     batch_size=batch_size, workers=workers, progress=progress, desc="validate")
+    logits = logits.reshape(-1)
     metrics = binary_metrics(labels.loc[ids].to_numpy(), 1 / (1 + np.exp(-logits.astype(np.float64))))
     scores = {f"val_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "roc_auc")}
     return {"val_loss": metrics["log_loss"], **scores}
@@ -359,34 +344,11 @@ def validate(model: Classifier, backbone: Backbone, loader: DataLoader, labels: 
 # --------------------------------------------------------------------------- checkpoints and run folder
 
 
-def _save(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename: an interrupted save never leaves a broken file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def checkpoint_dict(model: Classifier, backbone: Backbone, cfg: FinetuneConfig, epoch: int, metrics: dict) -> dict:
-    """``best.pt`` content: the format the ``finetuned`` backbone family reads, plus the head."""
-    pre = asdict(backbone.preprocess)
-    return {
-        "format": FORMAT,
-        "base_spec": cfg.backbone,
-        "base_checkpoint": str(Path(cfg.checkpoint).resolve()) if cfg.checkpoint else None,
-        "backbone": {k: v.detach().cpu() for k, v in model.features.state_dict().items()},
-        "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
-        "preprocess": {k: pre[k] for k in ("size", "policy", "crop_pct", "interpolation")},
-        "epoch": epoch,
-        "metrics": {k: v for k, v in metrics.items() if k.startswith("val_")},
-    }
-
-
-def load_head(path: str | Path) -> nn.Linear:
-    """The linear head saved with a fine-tuned checkpoint (input: the backbone's final features)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)["head"]
-    head = nn.Linear(state["weight"].shape[1], 1)
-    head.load_state_dict(state)
-    return head
+    """``best.pt`` content (``fakedet.finetuned`` format): the feature model, the head, the training geometry."""
+    return checkpoint(base_spec=cfg.backbone, base_checkpoint=cfg.checkpoint, backbone=model.features.state_dict(),
+                      head=model.head.state_dict(), preprocess=asdict(backbone.preprocess), epoch=epoch,
+                      metrics={k: v for k, v in metrics.items() if k.startswith("val_")})
 
 
 def plot_history(history: list[dict], steps: list[float], path: Path) -> None:
@@ -410,12 +372,6 @@ def plot_history(history: list[dict], steps: list[float], path: Path) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=110)
-
-
-def default_name(backbone: str, dataset: str) -> str:
-    """``<base>-<dataset>`` with only letters, digits, ``_`` and ``-``."""
-    text = f"{short_spec(backbone)}-{dataset}"
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")
 
 
 def _run_config(cfg: FinetuneConfig, src: ImageSource, backbone: Backbone) -> dict:
@@ -470,11 +426,9 @@ def finetune(
     cfg = FinetuneConfig(**{**asdict(config or FinetuneConfig()), **options})
     start = time.perf_counter()
     src = open_source(data)
-    name = name or default_name(cfg.backbone, src.name)
-    root = Path(cache) if cache is not None else DEFAULT_CACHE
-    root = root.parent if root.suffix in (".h5", ".hdf5") else root
-    run_dir = Path(out_dir) if out_dir is not None else root / "finetuned" / name
-    by_name = run_dir.resolve() == (backbones.FINETUNED_DIR / name).resolve()
+    name = name or run_name(cfg.backbone, src.name)
+    run_dir = Path(out_dir) if out_dir is not None else finetune_dir(name, cache)
+    by_name = run_dir.resolve() == finetune_dir(name, cache).resolve()
     spec = f"finetuned:{name}" if by_name else str(run_dir / "best.pt")
     torch.manual_seed(cfg.random_state)
     backbone = create_backbone(cfg.backbone, checkpoint=cfg.checkpoint, precision=cfg.precision, device=device,
@@ -492,12 +446,13 @@ def finetune(
 
     labels = pd.Series(items["label"].to_numpy(), index=items["id"].to_numpy())
     workers = default_workers() if workers is None else workers
-    val_loader = _loader(src, val, backbone.preprocess, cfg.batch_size, workers)
+    validation = dict(src=src, items=val, labels=labels, batch_size=cfg.batch_size, workers=workers,
+                      progress=progress)
     model = Classifier(backbone.model, backbone.dim).to(backbone.device)
     if state is None:
         X, ok, from_cache = probe_embeddings(backbone, src, train, cache, cfg.batch_size, workers, progress)
         model.head = probe_head(X[ok], train["label"].to_numpy()[ok], cfg.random_state).to(backbone.device)
-        probe = validate(model, backbone, val_loader, labels, progress)
+        probe = validate(model, backbone, **validation)
         state = {"epoch": 0, "best_epoch": 0, "best_loss": math.inf, "steps": [],
                  "history": [{"epoch": 0, "probe_from_cache": from_cache, **probe}]}
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
@@ -510,17 +465,17 @@ def finetune(
         torch.set_rng_state(state["rng"])
     augment = Augment(cfg.blur_jpeg, cfg.crop_scale, cfg.flip)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        loader = _loader(src, train, backbone.preprocess, cfg.batch_size, workers, augment,
-                         seed=cfg.random_state * 1000 + epoch)
+        loader = image_loader(src, train, backbone.preprocess, batch_size=cfg.batch_size, workers=workers,
+                              transform=augment, seed=cfg.random_state * 1000 + epoch)
         stats = train_epoch(model, backbone, loader, labels, optimizer, scheduler, scaler, cfg.clip_grad,
                             cfg.bn_stats, progress)
         state["steps"] += stats.pop("steps")
-        state["history"].append({"epoch": epoch, **stats, **validate(model, backbone, val_loader, labels, progress)})
+        state["history"].append({"epoch": epoch, **stats, **validate(model, backbone, **validation)})
         state["epoch"] = epoch
         if state["history"][-1]["val_loss"] < state["best_loss"]:
             state.update(best_epoch=epoch, best_loss=state["history"][-1]["val_loss"])
-            _save(checkpoint_dict(model, backbone, cfg, epoch, state["history"][-1]), run_dir / "best.pt")
-        _save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_atomic(checkpoint_dict(model, backbone, cfg, epoch, state["history"][-1]), run_dir / "best.pt")
+        save_atomic({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state()},
               run_dir / "last.pt")
         history = {"epochs": state["history"], "steps": state["steps"]}

@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 _LOG_LOSS_EPS = 1e-15
 PERCENT_KEYS = {
     "accuracy", "balanced_accuracy", "ece", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr",
-    "precision_real", "recall_real", "f1_real", "precision_fake", "recall_fake", "f1_fake",
+    "precision_real", "recall_real", "f1_real", "precision_fake", "recall_fake", "f1_fake", "out_of_domain",
 }
 
 

@@ -1,13 +1,21 @@
-"""Image perturbations for robustness evaluation: ``jpeg:q=75``, ``blur:sigma=1``, ``resize:0.5``.
+"""Image perturbations: fixed ones for robustness evaluation, random ones for augmentation.
 
-A perturbation is applied to the decoded image before the backbone's preprocessing, is
-deterministic, and has a canonical name used to key its embeddings in the cache.
+A ``Perturbation`` (``jpeg:q=75``, ``blur:sigma=1``, ``resize:0.5``) is applied to the decoded
+image before the backbone's preprocessing, is deterministic, and has a canonical name used to key
+its embeddings in the cache. An ``Augmentation`` is one copy of a training set under ranges
+(``jpeg:q=30-95``, ``blur:sigma=0-2``, ``resize:0.5-1``): for each image, every listed kind is
+applied in order with a value drawn uniformly from its range by a generator seeded from
+(seed, copy, image id), so a copy is the same on every run and a resumed extraction continues it
+exactly.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from PIL import Image, ImageFilter
 
@@ -26,7 +34,8 @@ class Perturbation:
         value = int(self.value) if float(self.value).is_integer() else self.value
         return f"{self.kind}-{KINDS[self.kind]}{value}"
 
-    def __call__(self, image: Image.Image) -> Image.Image:
+    def __call__(self, image: Image.Image, image_id: str | None = None) -> Image.Image:
+        """The perturbed image (``image_id`` is ignored: a fixed perturbation is the same for all)."""
         if self.kind == "jpeg":
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=int(self.value))
@@ -38,16 +47,103 @@ class Perturbation:
         return image.resize(size, Image.Resampling.BICUBIC)
 
 
-def parse_perturbation(text: str) -> Perturbation:
-    """``jpeg:q=75`` / ``jpeg:75``, ``blur:sigma=1`` / ``blur:1``, ``resize:0.5`` / ``resize:scale=0.5``."""
-    match = re.fullmatch(r"\s*(\w+)\s*:\s*(?:(\w+)\s*=\s*)?([0-9.]+)\s*", text)
-    if not match or match.group(1) not in KINDS:
-        raise ValueError(f"perturbation {text!r}: use jpeg:q=75, blur:sigma=1 or resize:0.5")
-    kind, param, value = match.group(1), match.group(2), float(match.group(3))
+_SPEC = re.compile(r"\s*(\w+)\s*:\s*(?:(\w+)\s*=\s*)?([0-9.]+)(?:\s*-\s*([0-9.]+))?\s*")
+
+
+def _parse(text: str, ranges: bool) -> tuple[str, float, float]:
+    """(kind, low, high) of a spec; ``high == low`` for a fixed value."""
+    example = "jpeg:q=30-95, blur:sigma=0-2 or resize:0.5-1" if ranges else "jpeg:q=75, blur:sigma=1 or resize:0.5"
+    match = _SPEC.fullmatch(text)
+    if not match or match.group(1) not in KINDS or (match.group(4) is not None and not ranges):
+        raise ValueError(f"perturbation {text!r}: use {example}")
+    kind, param = match.group(1), match.group(2)
+    try:
+        low = float(match.group(3))
+        high = float(match.group(4)) if match.group(4) is not None else low
+    except ValueError:
+        raise ValueError(f"perturbation {text!r}: use {example}") from None
     if param not in (None, KINDS[kind]):
         raise ValueError(f"perturbation {text!r}: {kind} takes {KINDS[kind]}=...")
-    if kind == "jpeg" and not 1 <= value <= 100:
+    if low > high:
+        raise ValueError(f"perturbation {text!r}: the range must go from low to high")
+    if kind == "jpeg" and not 1 <= low <= high <= 100:
         raise ValueError("jpeg quality must be within 1..100")
-    if kind in ("blur", "resize") and value <= 0:
-        raise ValueError(f"{kind} needs a positive value")
+    if kind == "resize" and not 0 < low <= high <= 4:
+        raise ValueError("resize scale must be within (0, 4]")
+    if kind == "blur" and (low < 0 or (high == 0) or (not ranges and low <= 0)):
+        raise ValueError("blur needs a positive sigma (a range may start at 0)")
+    return kind, low, high
+
+
+def parse_perturbation(text: str) -> Perturbation:
+    """``jpeg:q=75`` / ``jpeg:75``, ``blur:sigma=1`` / ``blur:1``, ``resize:0.5`` / ``resize:scale=0.5``."""
+    kind, value, _ = _parse(text, ranges=False)
     return Perturbation(kind, value)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class PerturbRange:
+    """One kind of degradation with a value range, e.g. ``PerturbRange('jpeg', 30, 95)``."""
+
+    kind: str
+    low: float
+    high: float
+
+    @property
+    def name(self) -> str:
+        values = _number(self.low) if self.low == self.high else f"{_number(self.low)}-{_number(self.high)}"
+        return f"{self.kind}-{KINDS[self.kind]}{values}"
+
+    def draw(self, rng: np.random.Generator) -> Perturbation:
+        value = float(rng.uniform(self.low, self.high))
+        return Perturbation(self.kind, float(round(value)) if self.kind == "jpeg" else value)
+
+
+def parse_augment(text: str) -> PerturbRange:
+    """``jpeg:q=30-95``, ``blur:sigma=0-2``, ``resize:0.5-1``; a single value is a fixed one."""
+    return PerturbRange(*_parse(text, ranges=True))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Copy ``copy`` of an augmentation: every kind applied in order, values drawn per image."""
+
+    augments: tuple[PerturbRange, ...]
+    copy: int = 0
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        """Canonical name, the suffix of this copy's embedding set (``<key>+aug-...-c0``)."""
+        seed = f"-s{self.seed}" if self.seed else ""
+        return "aug-" + "+".join(a.name for a in self.augments) + f"-c{self.copy}{seed}"
+
+    def draws(self, image_id: str) -> list[Perturbation]:
+        """The perturbations this copy applies to image ``image_id``."""
+        digest = hashlib.blake2b(f"{self.seed}:{self.copy}:{image_id}".encode(), digest_size=8).digest()
+        rng = np.random.default_rng(int.from_bytes(digest, "little"))
+        return [a.draw(rng) for a in self.augments]
+
+    def __call__(self, image: Image.Image, image_id: str | None = None) -> Image.Image:
+        if image_id is None:
+            raise ValueError("an augmentation draws its values per image: pass the image id")
+        for perturbation in self.draws(image_id):
+            image = perturbation(image)
+        return image
+
+
+def augmentations(specs: list[str] | tuple[str, ...], copies: int = 1, seed: int = 0) -> list[Augmentation]:
+    """The ``copies`` augmented copies described by ``specs`` (each as for ``parse_augment``)."""
+    if not specs:
+        raise ValueError("augmentation needs at least one spec, e.g. --augment jpeg:q=30-95")
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, not {copies}")
+    augments = tuple(parse_augment(s) for s in specs)
+    kinds = [a.kind for a in augments]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"each kind may appear once per augmentation, got {', '.join(kinds)}")
+    return [Augmentation(augments, copy, seed) for copy in range(copies)]

@@ -12,18 +12,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from .detector import Detector, Evaluation, evaluate, find_store
+from .catalog import find_store
+from .detector import Detector
 from .extract import extract
 from .perturb import Perturbation
 from .store import Store, per_id
+from .workflow import Evaluation, backbone_for, evaluate, prediction_metrics
 
 COLUMNS = ["accuracy", "balanced_accuracy", "recall_real", "recall_fake", "roc_auc", "average_precision"]
 
 
 def summary_row(name: str, evaluation: Evaluation) -> dict:
-    """One table row of the main metrics of an evaluation."""
+    """One table row of the main metrics of an evaluation (and the out-of-domain share, if the model flags)."""
     m = evaluation.metrics
-    return {"evaluated": name, "n": m["n"], **{k: m[k] for k in COLUMNS}, "excluded": evaluation.excluded}
+    domain = {"out_of_domain": m["out_of_domain"]} if "out_of_domain" in m else {}
+    return {"evaluated": name, "n": m["n"], **{k: m[k] for k in COLUMNS}, **domain, "excluded": evaluation.excluded}
 
 
 def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], data: str | Path | None = None,
@@ -40,7 +43,7 @@ def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], da
                                 "perturbed copies need the original files")
     frame = per_id(store.images())
     frame = frame[frame["id"].isin(clean.predictions["id"])].drop(columns=["n_copies", "label_conflict"])
-    backbone = detector.create_backbone(options.get("checkpoint"), options.get("device", "auto"))
+    backbone = backbone_for(detector, options.get("checkpoint"), options.get("device", "auto"), options.get("cache"))
     run = {k: options[k] for k in ("batch_size", "workers", "progress") if k in options}
     rows = [{"perturbation": "none", **summary_row(clean.name, clean)}]
     for perturbation in perturbations:
@@ -54,13 +57,25 @@ def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], da
 
 def cross_evaluate(detector: Detector, datasets: list[str | Path], *, split: str | None = None,
                    **options) -> pd.DataFrame:
-    """One row per dataset (the model's own held-out split first), same model and threshold.
+    """One row per dataset, same model and threshold: first the model's own held-out split of each
+    dataset it was fit on (and their pooled row, ``pooled/held-out``, when there are several), then
+    ``datasets``.
 
     ``split`` applies to the other datasets; ``options`` as for ``evaluate``.
     """
-    own_split = "test" if "test" in detector.metrics else "val"
-    rows = []
-    for data in [None, *datasets]:
-        result = evaluate(detector, data, split=split if data is not None else own_split, **options)
+    sources = detector.training.get("sources")
+    if sources:  # each dataset's own held-out split: test where it has one, else val
+        results = [evaluate(detector, s["store"], split="test" if f"{s['dataset']}/test" in detector.metrics
+                            else "val", **options) for s in sources]
+    else:
+        results = [evaluate(detector, None, split="test" if "test" in detector.metrics else "val", **options)]
+    rows = [summary_row(r.name, r) for r in results]
+    if len(results) > 1:
+        predictions = pd.concat([r.predictions for r in results], ignore_index=True)
+        pooled = Evaluation(prediction_metrics(detector, predictions), predictions, "pooled", "held-out")
+        rows.append(summary_row(pooled.name, pooled))
+    for data in datasets:
+        result = evaluate(detector, data, split=split, **options)
         rows.append(summary_row(result.name, result))
     return pd.DataFrame(rows)
+

@@ -33,8 +33,8 @@ import pandas as pd
 
 FORMAT = "fakedet-store/1"
 ID_DTYPE = "S32"
-STR_COLUMNS = ("path", "split", "format", "error", "reason")
 DEFAULT_CACHE = Path("cache")
+JSON_ATTRS = ("identity", "config", "versions")  # set attributes stored as JSON text
 
 
 class StoreError(RuntimeError):
@@ -256,7 +256,7 @@ class Store:
             count = int(group.attrs["count"])
             X = group["X"][:count].astype(dtype, copy=False)
             ids = group["ids"][:count].astype(str)
-            attrs = {k: (json.loads(v) if k in ("identity", "versions") else v) for k, v in group.attrs.items()}
+            attrs = {k: (json.loads(v) if k in JSON_ATTRS else v) for k, v in group.attrs.items()}
             images = _read_table(_table_group(f, "images"))
         frame = per_id(images)
         position = pd.Index(frame["id"]).get_indexer(ids)  # hash lookup; -1: no longer in the image table
@@ -428,12 +428,6 @@ class StoreWriter:
         group.attrs.update({k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in attrs.items()})
         group.attrs["versions"] = json.dumps(versions(), sort_keys=True)
         return SetWriter(self.f, group)
-
-    def delete_set(self, key: str) -> None:
-        del self.f["embeddings"][key]
-        if f"projections/{key}" in self.f:
-            del self.f["projections"][key]
-        self.f.flush()
 
     def put_projection(self, key: str, name: str, ids: np.ndarray, coords: np.ndarray, params: dict) -> None:
         group = self.f.require_group(f"projections/{key}")

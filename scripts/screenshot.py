@@ -10,9 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fakedet.report import BrowserUnavailable, screenshot  # noqa: E402
+from browser import BrowserUnavailable, screenshot  # noqa: E402  (scripts/browser.py)
 
 
 def main() -> None:

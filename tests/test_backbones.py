@@ -203,3 +203,22 @@ def test_multi_layer_features_see_a_low_level_artefact():
         head = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(X[:n], y[:n])
         scores[layers] = head.score(X[n:], y[n:])
     assert scores["multi"] >= 0.85 and scores["multi"] >= scores["final"] + 0.1, scores
+
+
+def test_backbone_config_presets_and_auto_resize():
+    from fakedet.backbone_config import BackboneConfig, auto_resize
+
+    assert auto_resize([32] * 5, [32] * 5)[0] == "resize:128"  # small images are upsampled
+    assert auto_resize([256, 256, 300], [256, 250, 400])[0] == "resize:256"  # native size kept
+    assert auto_resize([2000, 1000], [1500, 900])[0] == "resize:384"  # capped
+    assert auto_resize([0], [0])[0] == "backbone"
+    best = BackboneConfig.preset("best")
+    assert (best.layers, best.scales, best.resize) == ("blocks", (1.0, 0.5), "auto")
+    assert BackboneConfig.preset("best", resize="64", layers="final").resize == "resize:64"
+    chosen, note = best.for_images([32, 32], [32, 32])
+    assert chosen.resize == "resize:128" and "32 px" in note
+    assert BackboneConfig.from_dict(chosen.to_dict()) == chosen
+    with pytest.raises(ValueError, match="preset"):
+        BackboneConfig.preset("slow")
+    with pytest.raises(ValueError, match="auto"):
+        create_backbone(best, device="cpu")

@@ -38,7 +38,7 @@ def lab(tmp_path_factory):
     layout = {"train/REAL": 16, "train/FAKE": 16, "test/REAL": 8, "test/FAKE": 8}
     data = write_tree(root / "data", layout_files(layout))
     cache = root / "cache"
-    run("extract", data, "--cache", cache, *FAST)
+    run("extract", "--preset", "fast", data, "--cache", cache, *FAST)
     key = Store(cache / "data.h5").resolve_key("effnet-lite0")
     output = run("fit", "--cache", cache)  # the only cache, the only set, logreg
     return SimpleNamespace(root=root, data=data, cache=cache, key=key, fit_output=output,
@@ -81,7 +81,7 @@ def test_evaluate_on_its_test_split_and_on_another_dataset(lab):
 
 
 def test_evaluate_refuses_embeddings_of_another_backbone_setting(lab):
-    run("extract", lab.other, "--cache", lab.cache, *FAST[2:], "--resize", "48")
+    run("extract", "--preset", "fast", lab.other, "--cache", lab.cache, *FAST[2:], "--resize", "48")
     output = run("evaluate", lab.model, "--data", "other", "--cache", lab.cache, "--key", "effnet-lite0.resize48",
                  code=2)
     assert "was not made by this model's backbone" in output
@@ -95,10 +95,10 @@ def test_two_scale_embeddings_their_model_and_bad_scales(lab, tmp_path):
         store = Store(cache / "data.h5")
         return set(store.embedding_sets()["key"]) if store.exists else set()
 
-    assert "scales '0': distinct factors" in run("extract", lab.data, "--cache", cache, *FAST, "--scales", "0", code=2)
+    assert "scales '0': distinct factors" in run("extract", "--preset", "fast", lab.data, "--cache", cache, *FAST, "--scales", "0", code=2)
     assert sets() == set()  # refused before anything was written
-    run("extract", lab.data, "--cache", cache, *FAST, "--layers", "blocks", "--scales", "1,0.5")
-    run("extract", lab.data, "--cache", cache, *FAST, "--layers", "blocks")
+    run("extract", "--preset", "fast", lab.data, "--cache", cache, *FAST, "--layers", "blocks", "--scales", "1,0.5")
+    run("extract", "--preset", "fast", lab.data, "--cache", cache, *FAST, "--layers", "blocks")
     assert "1,0.5" in run("info", "--cache", cache / "data.h5")
     model = tmp_path / "model"
     run("fit", "--cache", cache, "-b", "effnet-lite0.blocks.resize64.x1-0.5", "--out", model)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import (bomb_png, encode_image, layout_files, make_image, truncated_jpeg,
                       write_tree, write_zip)
-from fakedet.datasets import (LABEL_NAMES, MAX_PIXELS, SPLITS, ImageDecodeError, decode_image,
+from fakedet.datasets import (LABEL_NAMES, MAX_PIXELS, ImageDecodeError, decode_image,
                               discover, duplicates, open_source, scan)
 
 LAYOUTS = {
@@ -69,9 +69,8 @@ def test_discover_zip_layouts_without_extracting(tmp_path, name):
     assert [p.name for p in tmp_path.iterdir()] == ["ds.zip"]
 
 
-def test_label_names_and_splits():
+def test_label_names():
     assert LABEL_NAMES == {0: "real", 1: "fake", -1: "unlabelled"}
-    assert SPLITS == ("train", "val", "test")
 
 
 def test_discover_single_file(tmp_path):

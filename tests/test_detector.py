@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -13,11 +15,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from fakedet.detector import (
-    Detector, ModelMismatch, UntrustedModel, compare, evaluate, find_model, find_store, fit, model_dir,
-    train_detector,
-)
-from fakedet.heads import HEADS
+from fakedet.catalog import find_model, find_store, model_dir
+from fakedet.detector import Detector, ModelMismatch, UntrustedModel
+from fakedet.training import train_detector
+from fakedet.workflow import backbone_for, compare, evaluate, fit
+from fakedet.heads import HEADS, LOGREG_CS
 from fakedet.metrics import choose_threshold
 from fakedet.splits import assign_splits
 from fakedet.store import Store, StoreError
@@ -76,7 +78,7 @@ def test_fit_chooses_threshold_on_val_and_scores_test(cache):
     emb = Store(cache / "data.h5").load(detector.key)
     split = emb.frame["id"].map(detector.splits.set_index("id")["split"]).to_numpy()
     val = split == "val"
-    assert detector.threshold == choose_threshold(emb.y[val], detector.predict_proba(emb.X[val]))
+    assert detector.threshold == choose_threshold(emb.y[val], detector.p_fake(emb.X[val]))
     assert detector.metrics["test"]["n"] == 50 and detector.metrics["test"]["accuracy"] > 0.95
     assert detector.metrics["test"]["threshold"] == detector.threshold
     assert set(detector.predict(emb.X)) <= {0, 1}
@@ -151,7 +153,7 @@ def test_a_model_re_creates_its_backbone_with_layers_resize_and_scales():
                         fingerprint=backbone.fingerprint, backbone=backbone.spec, identity=backbone.identity)
     assert detector.extract_command().endswith(
         "--layers blocks --resize resize:48 --interpolation bicubic --scales 1,0.5 --precision fp32")
-    assert detector.create_backbone(device="cpu").fingerprint == backbone.fingerprint
+    assert backbone_for(detector, device="cpu").fingerprint == backbone.fingerprint
     # at 24 px the last stages are 1x1 maps: their spread is 0, not NaN
     assert np.isfinite(backbone.embed_images([Image.new("RGB", (32, 32), (90, 30, 200))])).all()
 
@@ -176,7 +178,8 @@ def test_evaluate_own_test_split_and_other_dataset_without_leaks(cache, tmp_path
     assert own.metrics["confusion"] == expected["confusion"]
     assert {k: v for k, v in own.metrics.items() if k != "confusion"} == pytest.approx(
         {k: v for k, v in expected.items() if k != "confusion"})
-    assert list(own.predictions.columns) == ["id", "path", "split", "label", "p_fake", "pred"]
+    assert list(own.predictions.columns) == ["id", "path", "split", "label", "p_fake", "pred",
+                                             "domain_score", "out_of_domain"]
     val = evaluate(detector, cache / "data.h5", split="val")
     assert val.metrics["n"] == detector.metrics["val"]["n"]
     # another dataset sharing 10 training and 10 test images with the first
@@ -219,3 +222,25 @@ def test_compare_ranks_heads_and_sets_best_first(cache):
     assert list(only["backbone"]) == ["noise-111111111111"] and 0.3 < only["accuracy"][0] < 0.7
     with pytest.raises(ValueError, match="unknown head"):
         compare(cache / "data.h5", heads=["forest"])
+
+
+def test_detector_is_a_torch_free_estimator(cache):
+    """predict_proba is (N, 2) in the order of classes_, p_fake its fake column; the heads layer
+    (detector, catalog, workflow, heads, config) imports neither torch nor the backbones."""
+    detector = fit(cache=cache, head="logreg", params={"C": 1.0})
+    X = Store(cache / "data.h5").load(detector.key).X
+    proba = detector.predict_proba(X)
+    assert proba.shape == (len(X), 2) and list(detector.classes_) == [0, 1]
+    np.testing.assert_allclose(proba.sum(axis=1), 1)
+    np.testing.assert_array_equal(detector.p_fake(X), proba[:, 1])
+    code = ("import sys, fakedet.detector, fakedet.catalog, fakedet.workflow, fakedet.heads, fakedet.backbone_config;"
+            "print(sorted(m for m in ('torch', 'fakedet.backbones') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_logreg_tunes_its_regularisation_by_cross_validation(cache):
+    tuned = fit(cache=cache, head="logreg")
+    assert tuned.params["C"] == "auto" and tuned.training["tuned"]["C"] in LOGREG_CS
+    fixed = fit(cache=cache, head="logreg", params={"C": 0.5})
+    assert "tuned" not in fixed.training and fixed.pipeline[-1].C == 0.5

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,69 +90,69 @@ def test_concurrent_writer_is_refused(tmp_path):
             extract(data, "effnet-lite0", cache=tmp_path, **FAST)
 
 
-def run_cli(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "fakedet.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+BLOCKING_CLI = Path(__file__).with_name("blocking_cli.py")
 
 
-def wait_for_rows(path, minimum: int, proc, timeout: float = 120) -> int:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until ``path`` exists (the process reached its stop point); fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
         assert proc.poll() is None, proc.communicate()
-        if path.exists():
-            try:
-                sets = Store(path).embedding_sets()
-            except Exception:  # the writer may be creating the file right now
-                sets = None
-            if sets is not None and len(sets) and sets.loc[0, "count"] >= minimum:
-                return int(sets.loc[0, "count"])
+        assert time.monotonic() < deadline, "extraction did not reach its stop point in time"
         time.sleep(0.05)
-    raise AssertionError("extraction did not start in time")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_resume_after_kill(tmp_path, sig):
-    """Kill a running `fakedet extract` for real; the rerun completes with no duplicates or gaps."""
+    """Stop a running `fakedet extract` for real after two batches; the rerun completes with no
+    duplicates or gaps. The process blocks in its third batch until signalled, so timing cannot
+    change the outcome."""
     files = {f"{label}/{i:04d}.png": encode_image(make_image(kind, 32, seed=i), "PNG")
              for label, kind in (("real", "smooth"), ("fake", "checker")) for i in range(150)}
     data = write_tree(tmp_path / "d", files)
     store_file = tmp_path / "cache" / "d.h5"
-    args = ["extract", str(data), "--cache", str(tmp_path / "cache"), "--batch-size", "8",
+    args = ["extract", str(data), "--cache", str(tmp_path / "cache"), "--preset", "fast", "--batch-size", "8",
             "--precision", "fp32", "--device", "cpu", "--workers", "1", "--quiet"]
-    proc = run_cli(args)
-    wait_for_rows(store_file, 16, proc)
+    marker = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, str(BLOCKING_CLI), str(marker), "2", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(marker, proc)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)
     if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "run the same command again to resume" in err
+        assert proc.returncode == 130 and "run the same command again to resume" in err, err
     else:
         assert proc.returncode == -signal.SIGKILL
     kept = Store(store_file).load("effnet-lite0")
-    assert 16 <= len(kept.X) < 300 and len(kept.X) % 8 == 0  # whole batches only
-    assert kept.frame["id"].is_unique
-    rerun = subprocess.run([sys.executable, "-m", "fakedet.cli", *args], capture_output=True, text=True, timeout=300)
+    assert len(kept.X) == 16 and kept.frame["id"].is_unique  # exactly the two finished batches
+    rerun = subprocess.run([sys.executable, "-m", "fakedet.cli", *args], capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{len(kept.X)} already cached, {300 - len(kept.X)} embedded now" in rerun.stdout
+    assert "16 already cached, 284 embedded now" in rerun.stdout
     final = Store(store_file).load("effnet-lite0")
     assert sorted(final.frame["id"]) == sorted(discover(data, progress=False)["id"])
     assert final.frame["id"].is_unique and len(final.X) == 300
-    # rows written before the kill are unchanged by the rerun
+    # rows written before the stop are unchanged by the rerun
     before = dict(zip(kept.frame["id"], kept.X))
     after = dict(zip(final.frame["id"], final.X))
     np.testing.assert_array_equal(np.stack([before[k] for k in before]), np.stack([after[k] for k in before]))
 
 
-def test_cli_extract_and_info(tmp_path):
+def test_cli_extract_defaults_and_info(tmp_path):
+    """No feature options: the best preset, every block at two scales, 32 px images upsampled to 128."""
     data = write_tree(tmp_path / "d", with_bad_files(layout_files({"train/REAL": 2, "train/FAKE": 2})))
     from click.testing import CliRunner
 
     from fakedet.cli import cli
 
     runner = CliRunner()
-    out = runner.invoke(cli, ["extract", str(data), "--cache", str(tmp_path / "c"), "--resize", "64",
-                              "--device", "cpu", "--workers", "0", "-q"])
+    out = runner.invoke(cli, ["extract", str(data), "--cache", str(tmp_path / "c"), "--device", "cpu",
+                              "--workers", "0", "-q"])
     assert out.exit_code == 0, out.output
     assert f"cache: {tmp_path / 'c' / 'd.h5'}" in out.output and "4 skipped" in out.output
+    assert "chosen: resize resize:128 (from the images' median short side, 32 px)" in out.output
+    [row] = Store(tmp_path / "c" / "d.h5").embedding_sets().to_dict("records")
+    assert (row["layers"], row["size"], row["scales"]) == ("blocks", 128, "1,0.5")
+    assert f"{row['dim'] * 4:,} bytes per image" in out.output
     info = runner.invoke(cli, ["info", "--cache", str(tmp_path / "c"), "--failures"])
     assert info.exit_code == 0 and "effnet-lite0" in info.output and "failures: 4" in info.output
     assert "train/REAL/empty.jpg" in info.output

@@ -12,9 +12,10 @@ from click.testing import CliRunner
 from conftest import layout_files, make_image, write_tree
 from safetensors.torch import save_file
 
-from fakedet import backbones
 from fakedet import finetune as ft
-from fakedet.backbones import ClipFeatures, TimmFeatures, create_backbone, load_clip_model
+from fakedet.catalog import run_name
+from fakedet.finetuned import FORMAT, read_checkpoint
+from fakedet.backbones import BackboneError, ClipFeatures, TimmFeatures, create_backbone, load_clip_model
 from fakedet.cli import cli
 from fakedet.datasets import decode_image, discover, open_source
 from fakedet.extract import extract
@@ -51,10 +52,8 @@ def setup(tmp_path_factory):
     cache = tmp / "cache"
     base = create_backbone("timm:test_convnext", checkpoint=weights, resize="32", precision="fp32", device="cpu")
     extract(data, base, cache=cache, workers=0, progress=False)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backbones, "FINETUNED_DIR", cache / "finetuned")
-        result = ft.finetune(data, name="tiny", cache=cache, checkpoint=str(weights), epochs=2, **FAST)
-        yield {"tmp": tmp, "data": data, "weights": weights, "cache": cache, "base": base, "result": result}
+    result = ft.finetune(data, name="tiny", cache=cache, checkpoint=str(weights), epochs=2, **FAST)
+    return {"tmp": tmp, "data": data, "weights": weights, "cache": cache, "base": base, "result": result}
 
 
 def test_training_lowers_loss_and_beats_chance(setup):
@@ -79,12 +78,12 @@ def test_training_lowers_loss_and_beats_chance(setup):
 def test_checkpoint_registers_as_backbone(setup):
     result, base = setup["result"], setup["base"]
     assert result.spec == "finetuned:tiny" and result.checkpoint == setup["cache"] / "finetuned" / "tiny" / "best.pt"
-    saved = torch.load(result.checkpoint, weights_only=True)
-    assert saved["format"] == ft.FORMAT and saved["base_spec"] == "timm:test_convnext"
+    saved = read_checkpoint(result.checkpoint)
+    assert saved["format"] == FORMAT and saved["base_spec"] == "timm:test_convnext"
     assert saved["preprocess"]["size"] == 32 and saved["epoch"] == result.best_epoch
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backbones, "FINETUNED_DIR", setup["cache"] / "finetuned")
-        by_name = create_backbone("finetuned:tiny", precision="fp32", device="cpu")
+    by_name = create_backbone("finetuned:tiny", precision="fp32", device="cpu", cache=setup["cache"])
+    with pytest.raises(BackboneError, match="no fine-tuned checkpoint"):  # run names resolve under the given cache
+        create_backbone("finetuned:tiny", precision="fp32", device="cpu", cache=setup["tmp"] / "elsewhere")
     by_path = create_backbone(str(result.checkpoint), precision="fp32", device="cpu")
     assert by_name.fingerprint == by_path.fingerprint != base.fingerprint
     assert by_name.dim == base.dim and by_name.preprocess.size == 32
@@ -93,19 +92,19 @@ def test_checkpoint_registers_as_backbone(setup):
     val = items[items["split"] == "val"]
     src = open_source(setup["data"])
     X = by_path.embed_images([decode_image(src.read(p)) for p in val["path"]])
+    head = torch.nn.Linear(X.shape[1], 1)
+    head.load_state_dict(saved["head"])
     with torch.no_grad():
-        p_fake = torch.sigmoid(ft.load_head(result.checkpoint)(torch.from_numpy(X))).squeeze(1).numpy()
+        p_fake = torch.sigmoid(head(torch.from_numpy(X))).squeeze(1).numpy()
     log_loss = binary_metrics(val["label"].to_numpy(), p_fake)["log_loss"]
     assert log_loss == pytest.approx(result.history[result.best_epoch]["val_loss"], rel=1e-4)
     assert not np.allclose(X, base.embed_images([decode_image(src.read(p)) for p in val["path"]]), atol=1e-3)
 
 
 def test_extract_stores_finetuned_embeddings_under_own_fingerprint(setup):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backbones, "FINETUNED_DIR", setup["cache"] / "finetuned")
-        out = extract(setup["data"], "finetuned:tiny", cache=setup["cache"], precision="fp32", device="cpu",
-                      workers=0, progress=False)
-        tuned = create_backbone("finetuned:tiny", precision="fp32", device="cpu")
+    out = extract(setup["data"], "finetuned:tiny", cache=setup["cache"], precision="fp32", device="cpu",
+                  workers=0, progress=False)
+    tuned = create_backbone("finetuned:tiny", precision="fp32", device="cpu", cache=setup["cache"])
     sets = Store(out.store).embedding_sets().set_index("key")
     assert out.key == tuned.key and out.key.startswith("finetuned_tiny.resize32-") and out.key != setup["base"].key
     assert sets.loc[out.key, "fingerprint"] == tuned.fingerprint != sets.loc[setup["base"].key, "fingerprint"]
@@ -252,8 +251,8 @@ def test_warmup_cosine_schedule():
 
 
 def test_default_name_and_config_checks():
-    assert ft.default_name("clip:ViT-B-32:/x/y/w.pt", "cifake.v2") == "clip_ViT-B-32_w-cifake_v2"
-    assert ft.default_name("effnet-lite0", "cifake-train") == "effnet-lite0-cifake-train"
+    assert run_name("clip:ViT-B-32:/x/y/w.pt", "cifake.v2") == "clip_ViT-B-32_w-cifake_v2"
+    assert run_name("effnet-lite0", "cifake-train") == "effnet-lite0-cifake-train"
     for bad in ({"epochs": 0}, {"crop_scale": 0}, {"blur_jpeg": 1.5}, {"layer_decay": 0}, {"bn_stats": "x"}):
         with pytest.raises(ValueError):
             ft.FinetuneConfig(**bad)

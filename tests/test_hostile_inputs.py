@@ -408,7 +408,7 @@ def test_killed_table_rewrites_leave_a_readable_store(tmp_path):
 
 WORKER = textwrap.dedent("""
     import multiprocessing, threading
-    from fakedet.extract import worker_init
+    from fakedet.embedding import worker_init
 
     def child():
         worker_init(0)

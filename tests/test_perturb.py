@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import make_image
 
-from fakedet.perturb import Perturbation, parse_perturbation
+from fakedet.perturb import Perturbation, augmentations, parse_augment, parse_perturbation
 
 
 @pytest.mark.parametrize("text, kind, value, name", [
@@ -35,3 +35,53 @@ def test_effects_are_real_and_deterministic():
     blurred = np.asarray(Perturbation("blur", 2)(image), np.float32)
     assert blurred.std() < pixels.std() / 2
     assert Perturbation("resize", 0.5)(image).size == (32, 32)
+
+
+@pytest.mark.parametrize("text, name", [
+    ("jpeg:q=30-95", "jpeg-q30-95"), ("blur:sigma=0-2", "blur-sigma0-2"), ("resize:0.5-1", "resize-scale0.5-1"),
+    ("jpeg:75", "jpeg-q75"), ("blur:0 - 1.5", "blur-sigma0-1.5"),
+])
+def test_parse_augment(text, name):
+    assert parse_augment(text).name == name
+
+
+@pytest.mark.parametrize("text", ["jpeg:q=0-50", "jpeg:q=90-30", "blur:0", "blur:0-0", "resize:0-1", "resize:1-5",
+                                  "gamma:1-2", "jpeg:q=30-", "blur:-1-2"])
+def test_parse_augment_rejects(text):
+    with pytest.raises(ValueError):
+        parse_augment(text)
+
+
+def test_ranges_are_refused_where_a_fixed_value_is_needed():
+    with pytest.raises(ValueError, match="jpeg:q=75"):
+        parse_perturbation("jpeg:q=30-95")
+
+
+def test_augmentation_draws_per_image_reproducibly():
+    copies = augmentations(["jpeg:q=30-95", "blur:sigma=0-2", "resize:0.5-1"], copies=2, seed=0)
+    assert [c.name for c in copies] == ["aug-jpeg-q30-95+blur-sigma0-2+resize-scale0.5-1-c0",
+                                        "aug-jpeg-q30-95+blur-sigma0-2+resize-scale0.5-1-c1"]
+    first, second = copies
+    draws = [first.draws(f"id{i}") for i in range(200)]
+    assert draws[0] == first.draws("id0")                       # same image, same copy: same values
+    assert first.draws("id0") != second.draws("id0")            # another copy draws anew
+    q = np.array([d[0].value for d in draws])
+    sigma = np.array([d[1].value for d in draws])
+    scale = np.array([d[2].value for d in draws])
+    assert q.min() >= 30 and q.max() <= 95 and np.all(q == np.round(q)) and q.std() > 10
+    assert sigma.min() >= 0 and sigma.max() <= 2 and scale.min() >= 0.5 and scale.max() <= 1
+    assert augmentations(["jpeg:q=30-95"], seed=1)[0].draws("id0") != augmentations(["jpeg:q=30-95"])[0].draws("id0")
+    image = make_image("noise", 64, seed=0)
+    out = first(image, "id3")
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(first(image, "id3")))
+    assert out.size == (round(64 * scale[3]),) * 2
+    with pytest.raises(ValueError, match="image id"):
+        first(image)
+
+
+@pytest.mark.parametrize("specs, copies, message", [
+    ([], 1, "at least one spec"), (["jpeg:q=30-95"], 0, "copies"), (["blur:0-1", "blur:1-2"], 1, "once"),
+])
+def test_augmentations_rejects(specs, copies, message):
+    with pytest.raises(ValueError, match=message):
+        augmentations(specs, copies)

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import shutil
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,18 +18,19 @@ from click.testing import CliRunner
 from conftest import encode_image, make_image, truncated_jpeg, write_tree
 from PIL import Image
 
-import fakedet.project as projection
-from fakedet.cli import cli
-from fakedet.datasets import duplicates
-from fakedet.detector import evaluate, fit
-from fakedet.extract import extract
-from fakedet.metrics import binary_metrics
-from fakedet.project import ProjectionParams
-from fakedet.report import (
-    BrowserUnavailable, ModelResult, chromium, leak_warnings, render_report, report_name, shortcut_warnings,
-    write_report,
-)
-from fakedet.store import Store
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from browser import BrowserUnavailable, chromium  # noqa: E402  (scripts/browser.py, not in the package)
+
+import fakedet.project as projection  # noqa: E402
+from fakedet.cli import cli  # noqa: E402
+from fakedet.datasets import duplicates  # noqa: E402
+from fakedet.extract import extract  # noqa: E402
+from fakedet.metrics import binary_metrics  # noqa: E402
+from fakedet.project import ProjectionParams  # noqa: E402
+from fakedet.report import ModelResult, render_report, report_name  # noqa: E402
+from fakedet.report_dataset import leak_warnings, shortcut_warnings  # noqa: E402
+from fakedet.store import Store  # noqa: E402
+from fakedet.workflow import evaluate, fit, report  # noqa: E402
 
 ODD_NAME = "train/real/<b>odd & name</b>.jpg"
 PROJECTION = ProjectionParams("tsne", perplexity=5, pca=10)  # fast at this size
@@ -138,8 +140,8 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pages(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("pages")
-    plain = write_report(dataset["store"].path, out=out / "plain", projection=PROJECTION, n_jobs=1)
-    with_model = write_report(model="toy-logreg", cache=dataset["cache"], out=out / "model.html",
+    plain = report(dataset["store"].path, out=out / "plain", projection=PROJECTION, n_jobs=1)
+    with_model = report(model="toy-logreg", cache=dataset["cache"], out=out / "model.html",
                               projection=PROJECTION, n_jobs=1, command="fakedet report -m toy-logreg")
     return {"plain": plain, "model": with_model}
 
@@ -207,10 +209,10 @@ def test_second_report_reuses_cached_projection(dataset, pages, tmp_path, monkey
         raise AssertionError("projection recomputed")
 
     monkeypatch.setattr(projection, "compute_projection", fail)
-    path = write_report(dataset["store"].path, out=tmp_path / "again.html", projection=PROJECTION)
+    path = report(dataset["store"].path, out=tmp_path / "again.html", projection=PROJECTION)
     assert "read from the cache" in path.read_text()
     with pytest.raises(AssertionError, match="recomputed"):
-        write_report(dataset["store"].path, out=tmp_path / "new.html",
+        report(dataset["store"].path, out=tmp_path / "new.html",
                      projection=ProjectionParams("pca", subsample=10))
 
 

@@ -9,7 +9,7 @@ from conftest import layout_files, write_tree
 from PIL import Image
 
 from fakedet.cli import cli
-from fakedet.detector import fit
+from fakedet.workflow import backbone_for, fit
 from fakedet.extract import extract
 from fakedet.perturb import parse_perturbation
 from fakedet.robustness import cross_evaluate, evaluate_perturbed
@@ -43,7 +43,7 @@ def test_perturbed_copies_are_cached_under_their_own_key(trained):
     # the cached rows are the embeddings of the perturbed images
     emb = store.load(f"{detector.key}+blur-sigma6")
     image = Image.open(data / emb.frame["path"].iloc[0]).convert("RGB")
-    backbone = detector.create_backbone(device="cpu")
+    backbone = backbone_for(detector, device="cpu")
     expected = backbone.embed_images([parse_perturbation("blur:sigma=6")(image)])[0]
     np.testing.assert_allclose(emb.X[0], expected, atol=1e-4)
 

@@ -1,0 +1,91 @@
+"""Out-of-domain flag: how unlike the training embeddings an image is.
+
+A ``DomainModel`` keeps a compact summary of the training embeddings: a scikit-learn
+``Pipeline(StandardScaler, PCA(whiten=True))`` subspace. An embedding's ``domain_score`` adds
+the two classic PCA statistics, each scaled to 1 on average over the training rows:
+
+* Hotelling's T^2 inside the subspace (the squared Mahalanobis distance of the whitened
+  components, divided by the number of components), and
+* Q, the squared residual outside it (what the subspace cannot reconstruct).
+
+A new domain may look ordinary in the top components and be far off in the rest, or the other
+way round; the sum catches both. The threshold is the ``in_domain_rate`` quantile of the scores
+of held-out rows of the training domain (the model's val split), so about that share of
+in-domain images is called in domain. Torch-free; the pipeline is saved with skops like a head.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+DEFAULT_RATE = 0.99
+DEFAULT_COMPONENTS = 64
+
+
+@dataclass
+class DomainModel:
+    """A fitted training-domain summary with a calibrated out-of-domain threshold."""
+
+    pipeline: Pipeline
+    t2_scale: float
+    q_scale: float
+    threshold: float = float("inf")
+    in_domain_rate: float = DEFAULT_RATE
+
+    @classmethod
+    def fit(cls, X: np.ndarray, *, n_components: int = DEFAULT_COMPONENTS, random_state: int = 0) -> "DomainModel":
+        """Fit the subspace on training embeddings ``X`` (rows); call ``calibrate`` before ``flag``."""
+        X = np.asarray(X, np.float64)
+        if len(X) < 3:
+            raise ValueError("the out-of-domain summary needs at least 3 training rows")
+        k = max(1, min(n_components, X.shape[1], len(X) - 1))
+        pipeline = Pipeline([("scale", StandardScaler()),
+                             ("pca", PCA(n_components=k, whiten=True, random_state=random_state))]).fit(X)
+        t2, q = _statistics(pipeline, X)
+        return cls(pipeline=pipeline, t2_scale=float(max(t2.mean(), 1e-12)), q_scale=float(max(q.mean(), 1e-12)))
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Domain score per row (about 1 on training data; larger = further out)."""
+        t2, q = _statistics(self.pipeline, np.asarray(X, np.float64))
+        return (t2 / self.t2_scale + q / self.q_scale) / 2
+
+    def calibrate(self, X_held_out: np.ndarray, in_domain_rate: float = DEFAULT_RATE) -> "DomainModel":
+        """Set the threshold so ``in_domain_rate`` of these in-domain rows fall below it."""
+        if not 0.5 <= in_domain_rate < 1:
+            raise ValueError(f"in-domain rate must be in [0.5, 1), not {in_domain_rate}")
+        if len(X_held_out) == 0:
+            raise ValueError("calibrating the out-of-domain threshold needs held-out rows of the training domain")
+        self.threshold = float(np.quantile(self.score(X_held_out), in_domain_rate))
+        self.in_domain_rate = float(in_domain_rate)
+        return self
+
+    def flag(self, X: np.ndarray) -> np.ndarray:
+        """True where a row is out of the training domain."""
+        return self.score(X) > self.threshold
+
+    @property
+    def meta(self) -> dict:
+        """The numbers saved beside the pipeline (model.json)."""
+        return {"t2_scale": self.t2_scale, "q_scale": self.q_scale, "threshold": self.threshold,
+                "in_domain_rate": self.in_domain_rate, "n_components": int(self.pipeline["pca"].n_components_)}
+
+    @classmethod
+    def from_meta(cls, pipeline: Pipeline, meta: dict) -> "DomainModel":
+        return cls(pipeline=pipeline, t2_scale=float(meta["t2_scale"]), q_scale=float(meta["q_scale"]),
+                   threshold=float(meta["threshold"]), in_domain_rate=float(meta["in_domain_rate"]))
+
+
+def _statistics(pipeline: Pipeline, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T^2 per component, Q) of rows ``X`` under the fitted scaler + whitened PCA."""
+    scaled = pipeline["scale"].transform(X)
+    pca: PCA = pipeline["pca"]
+    z = pca.transform(scaled)
+    t2 = (z ** 2).sum(axis=1) / z.shape[1]
+    centred = scaled - pca.mean_
+    projected = centred @ pca.components_.T
+    q = (centred ** 2).sum(axis=1) - (projected ** 2).sum(axis=1)
+    return t2, np.maximum(q, 0.0)

@@ -1,0 +1,36 @@
+"""A small fitted detector on generated images for the explain / export / serve tests.
+
+``fitted(root, head, **backbone)``: writes a CIFAKE-like zip of generated images under ``root``,
+extracts it with effnet-lite0 (64 px, fp32, CPU unless ``backbone`` says otherwise) into
+``root/cache``, fits ``head`` and returns ``Fitted(detector, backbone, data, cache)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from conftest import layout_files, write_zip
+
+from fakedet.backbones import Backbone, create_backbone
+from fakedet.detector import Detector
+from fakedet.workflow import fit
+from fakedet.extract import extract
+
+LAYOUT = {"train/REAL": 12, "train/FAKE": 12}
+
+
+class Fitted(NamedTuple):
+    detector: Detector
+    backbone: Backbone
+    data: Path
+    cache: Path
+
+
+def fitted(root: Path, head: str = "logreg", spec: str = "effnet-lite0", **backbone) -> Fitted:
+    data = root / "data.zip"
+    if not data.exists():
+        write_zip(data, layout_files(LAYOUT, size=48))
+    settings = {"resize": "64", "precision": "fp32", "device": "cpu", **backbone}
+    model = create_backbone(spec, **settings)
+    key = extract(data, model, cache=root / "cache", workers=0, progress=False).key
+    return Fitted(fit(data, key, head, cache=root / "cache"), model, data, root / "cache")

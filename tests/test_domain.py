@@ -1,0 +1,55 @@
+"""Out-of-domain summary: calibrated on held-out in-domain rows, flags shifted and off-subspace rows."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skops.io as sio
+
+from fakedet.domain import DomainModel
+
+
+def _domain(n, rng, dim=40, rank=5):
+    """Rows near a rank-5 subspace of a 40-d space, like embeddings of one kind of image."""
+    basis = np.random.default_rng(99).normal(size=(rank, dim))
+    return rng.normal(size=(n, rank)) @ basis + 0.05 * rng.normal(size=(n, dim))
+
+
+def test_in_domain_rate_holds_and_other_domains_are_flagged():
+    rng = np.random.default_rng(0)
+    train, val, test = _domain(2000, rng), _domain(1000, rng), _domain(2000, rng)
+    model = DomainModel.fit(train, n_components=5).calibrate(val, 0.99)
+    assert 0.97 <= 1 - model.flag(test).mean() <= 1.0  # about 99% of new in-domain rows stay in
+    shifted = _domain(500, rng) + 3.0                   # same structure, moved
+    off_subspace = rng.normal(size=(500, 40))           # unremarkable scale, outside the subspace
+    assert model.flag(shifted).mean() > 0.95
+    assert model.flag(off_subspace).mean() > 0.95
+    assert model.score(train).mean() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_rate_moves_the_threshold():
+    rng = np.random.default_rng(1)
+    train, val = _domain(800, rng), _domain(400, rng)
+    strict = DomainModel.fit(train, n_components=5).calibrate(val, 0.9)
+    loose = DomainModel.fit(train, n_components=5).calibrate(val, 0.999)
+    assert strict.threshold < loose.threshold
+    with pytest.raises(ValueError, match="in-domain rate"):
+        strict.calibrate(val, 1.0)
+    with pytest.raises(ValueError, match="held-out"):
+        strict.calibrate(val[:0])
+
+
+def test_round_trip_through_skops_and_meta(tmp_path):
+    rng = np.random.default_rng(2)
+    model = DomainModel.fit(_domain(300, rng), n_components=8).calibrate(_domain(100, rng))
+    sio.dump(model.pipeline, tmp_path / "domain.skops")
+    again = DomainModel.from_meta(sio.load(tmp_path / "domain.skops"), model.meta)
+    X = _domain(50, rng)
+    np.testing.assert_allclose(again.score(X), model.score(X))
+    assert again.meta == model.meta
+
+
+def test_tiny_inputs():
+    with pytest.raises(ValueError, match="at least 3"):
+        DomainModel.fit(np.zeros((2, 4)))
+    model = DomainModel.fit(np.random.default_rng(3).normal(size=(5, 10)), n_components=64)
+    assert model.meta["n_components"] == 4

@@ -1,0 +1,82 @@
+"""torch_head (sklearn heads as torch modules) and ONNX export with parity checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from fitted import fitted
+
+from fakedet.cli import cli
+from fakedet.export import export_onnx, onnx_parity, preprocessed_batch, probe_images
+from fakedet.heads import make_head
+from fakedet.torch_head import NotExpressible, detector_module, torch_head
+
+
+@pytest.fixture(scope="module")
+def embeddings():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(240, 12)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] + 0.5 * rng.normal(size=240) > 0).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("head, preprocess", [
+    ("logreg", None), ("linsvm", None), ("mlp", None), ("logreg", "l2,standard,pca:5"),
+    ("linsvm", "pca:4"), ("mlp", "l2,standard"), ("logreg", "none"),
+])
+def test_torch_head_matches_sklearn(embeddings, head, preprocess):
+    X, y = embeddings
+    params = {"max_iter": 50} if head == "mlp" else None
+    pipeline = make_head(head, params, preprocess).fit(X, y)
+    module = torch_head(pipeline)
+    with torch.no_grad():
+        p = module(torch.from_numpy(X)).numpy()
+        module.score = True
+        score = module(torch.from_numpy(X)).numpy()
+    expected = pipeline.predict_proba(X)[:, 1]
+    assert np.abs(p - expected).max() < 1e-5
+    assert np.allclose(1 / (1 + np.exp(-score)), expected, atol=1e-5)  # the score is P(fake)'s logit
+
+
+@pytest.mark.parametrize("head, words", [("knn", "nearest-neighbour"), ("svm", "RBF SVM"), ("centroid", "centroid")])
+def test_heads_without_torch_form_are_refused_with_the_reason(embeddings, head, words):
+    X, y = embeddings
+    with pytest.raises(NotExpressible, match=words):
+        torch_head(make_head(head).fit(X, y))
+
+
+@pytest.fixture(scope="module")
+def multiscale(tmp_path_factory):
+    """linsvm on every-block, two-scale effnet-lite0 features (the richest graph to export)."""
+    return fitted(tmp_path_factory.mktemp("export"), "linsvm", layers="blocks", scales="1,0.5")
+
+
+def test_export_parity_on_100_images(multiscale, tmp_path):
+    detector, backbone = multiscale.detector, multiscale.backbone
+    path = export_onnx(detector, tmp_path / "model.onnx", backbone)
+    images = probe_images(100)
+    parity = onnx_parity(detector, path, images, backbone)
+    assert parity["n"] == 100 and parity["max_abs_diff"] <= 1e-4
+    # the torch module the graph came from scores like predict (fp32 backbone + sklearn head)
+    x = torch.from_numpy(preprocessed_batch(backbone, images[:16]))
+    with torch.inference_mode():
+        p_module = detector_module(detector, backbone)(x).numpy()
+    p_sklearn = detector.p_fake(backbone.embed_images(images[:16]))
+    assert np.abs(p_module - p_sklearn).max() <= 1e-4
+    assert len(set(np.round(p_sklearn, 3))) > 1  # not a constant output
+
+
+def test_cli_export_writes_a_checked_file_and_refuses_knn(tmp_path_factory, multiscale, tmp_path):
+    model = multiscale.detector.save(tmp_path / "model")
+    out = tmp_path / "model.onnx"
+    result = CliRunner().invoke(cli, ["export", str(model), "--out", str(out), "--check", "8",
+                                      "--check-data", str(multiscale.data)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 1_000_000 and "parity on 8 images" in result.output
+
+    knn = fitted(tmp_path_factory.mktemp("knn"), "knn")
+    result = CliRunner().invoke(cli, ["export", str(knn.detector.save(tmp_path / "knn")), "--out",
+                                      str(tmp_path / "knn.onnx")])
+    assert result.exit_code == 2 and "nearest-neighbour" in result.output
+    assert not (tmp_path / "knn.onnx").exists()
