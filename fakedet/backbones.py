@@ -356,6 +356,25 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def resolve_spec(config: BackboneConfig, cache: str | Path | None = None) -> tuple[str, str, str]:
+    """(spec, family, name) of ``config.spec``, with ``finetuned:<name>`` resolved to its checkpoint path
+    under ``cache``; BackboneError for an unknown family. Loads nothing, so callers can check a spec before
+    reading any data."""
+    spec = config.spec
+    if spec.endswith(".pt") and ":" not in spec.split("/")[0]:
+        spec = f"finetuned:{spec}"
+    family, _, name = spec.partition(":")
+    if family.startswith("effnet-lite") and not name:
+        family, name = "effnet-lite", family[len("effnet-lite"):]
+    if family not in _FAMILIES:
+        raise BackboneError(f"unknown backbone {spec!r}; known: {', '.join(list_backbones())}")
+    if family == "finetuned":
+        from .catalog import finetuned_checkpoint
+
+        name = str(finetuned_checkpoint(name, cache))
+    return spec, family, name
+
+
 def create_backbone(
     spec: str | BackboneConfig,
     *,
@@ -383,18 +402,7 @@ def create_backbone(
     if config.resize == "auto":
         raise ValueError("resize 'auto' is chosen from a dataset's image sizes: use extract, or "
                          "BackboneConfig.for_images, or pass a size")
-    spec = config.spec
-    if spec.endswith(".pt") and ":" not in spec.split("/")[0]:
-        spec = f"finetuned:{spec}"
-    family, _, name = spec.partition(":")
-    if family.startswith("effnet-lite") and not name:
-        family, name = "effnet-lite", family[len("effnet-lite"):]
-    if family not in _FAMILIES:
-        raise BackboneError(f"unknown backbone {spec!r}; known: {', '.join(list_backbones())}")
-    if family == "finetuned":
-        from .catalog import finetuned_checkpoint
-
-        name = str(finetuned_checkpoint(name, cache))
+    spec, family, name = resolve_spec(config, cache)
     model, default = _FAMILIES[family](name, checkpoint=config.checkpoint, layers=config.layers)
     model.scales = config.scales
     policy, size = parse_resize(config.resize)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .backbone_config import BackboneConfig
-from .backbones import Backbone, create_backbone
+from .backbones import Backbone, create_backbone, resolve_spec
 from .datasets import discover, open_source, printable
 from .embedding import image_loader, run_batches
 from .perturb import Perturbation
@@ -97,6 +97,8 @@ def extract(
             interpolation=interpolation, scales=scales, precision=precision)
         if config.resize != "auto":  # the backbone too: a bad spec or checkpoint fails before the files are read
             backbone = create_backbone(config, device=device, cache=cache)
+        else:
+            resolve_spec(config, cache)  # at least an unknown spec; the weights load once the size is chosen
     full = frame is None
     if full:
         frame = discover(source, progress=progress)

@@ -31,8 +31,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .store_tables import ID_DTYPE, finish_swap, read_table, table_group, write_table
+
 FORMAT = "fakedet-store/1"
-ID_DTYPE = "S32"
 DEFAULT_CACHE = Path("cache")
 JSON_ATTRS = ("identity", "config", "versions")  # set attributes stored as JSON text
 
@@ -87,71 +88,6 @@ class Embeddings:
         return self.frame["label"].to_numpy()
 
 
-def _write_table(f: h5py.File, name: str, frame: pd.DataFrame) -> None:
-    """Replace table ``name`` atomically: the new columns are written and flushed under ``<name>.new``, then
-    swapped in; a failure or a kill at any point leaves a readable table (see ``_finish_swap``)."""
-    staging = f"{name}.new"
-    if staging in f:
-        del f[staging]
-    group = f.create_group(staging)
-    try:
-        for column in frame.columns:
-            values = frame[column]
-            if column == "id":
-                group.create_dataset(column, data=values.to_numpy(dtype=ID_DTYPE))
-            elif values.dtype == object or pd.api.types.is_string_dtype(values):
-                group.create_dataset(column, data=values.astype(str).to_numpy(dtype=object), dtype=h5py.string_dtype())
-            else:
-                group.create_dataset(column, data=values.to_numpy())
-        group.attrs["columns"] = json.dumps(list(frame.columns))  # written last: marks the table complete
-        f.flush()
-    except BaseException:
-        del f[staging]
-        raise
-    _finish_swap(f, name)
-
-
-def _finish_swap(parent: h5py.Group, name: str, marker: str = "columns") -> None:
-    """Move ``<name>.new`` into place if complete (its ``marker`` attribute is written last), else drop it.
-    Also completes a swap that a killed writer left half done."""
-    staging = f"{name}.new"
-    if staging not in parent:
-        return
-    if marker not in parent[staging].attrs:
-        del parent[staging]
-    else:
-        if name in parent:
-            del parent[name]
-        parent.move(staging, name)
-    parent.file.flush()
-
-
-def _table_group(f: h5py.File, name: str) -> h5py.Group | None:
-    """Table ``name`` as committed: a complete ``<name>.new`` a killed writer did not swap in yet wins."""
-    staging = f.get(f"{name}.new")
-    if staging is not None and "columns" in staging.attrs:
-        return staging
-    return f.get(name)
-
-
-def _read_table(group: h5py.Group) -> pd.DataFrame:
-    missing = [c for c in json.loads(group.attrs.get("columns", "null")) or ["columns"] if c not in group]
-    if missing:
-        raise StoreError(f"{group.file.filename}: table {group.name} lacks {', '.join(missing)} (damaged by an older "
-                         "fakedet); move the file aside and re-extract")
-    columns = json.loads(group.attrs["columns"])
-    data = {}
-    for column in columns:
-        raw = group[column]
-        if column == "id":
-            data[column] = raw[()].astype(str)
-        elif h5py.check_string_dtype(raw.dtype) is not None:
-            data[column] = raw.asstr()[()]
-        else:
-            data[column] = raw[()]
-    return pd.DataFrame(data, columns=columns)
-
-
 class Store:
     """Read access to a cache file; ``writer()`` for the single writer."""
 
@@ -186,14 +122,14 @@ class Store:
     def images(self) -> pd.DataFrame:
         """The image table: one row per file, as discovered."""
         with self._read() as f:
-            group = _table_group(f, "images")
-            return _read_table(group) if group is not None else pd.DataFrame()
+            group = table_group(f, "images")
+            return read_table(group) if group is not None else pd.DataFrame()
 
     def failures(self) -> pd.DataFrame:
         """Images that could not be embedded, with the reason."""
         with self._read() as f:
-            group = _table_group(f, "failures")
-            return _read_table(group) if group is not None else pd.DataFrame(columns=["id", "path", "reason"])
+            group = table_group(f, "failures")
+            return read_table(group) if group is not None else pd.DataFrame(columns=["id", "path", "reason"])
 
     def embedding_sets(self) -> pd.DataFrame:
         """One row per embedding set: key, spec, fingerprint, dim, count, dtype, layers, resize, size, scales,
@@ -257,7 +193,7 @@ class Store:
             X = group["X"][:count].astype(dtype, copy=False)
             ids = group["ids"][:count].astype(str)
             attrs = {k: (json.loads(v) if k in JSON_ATTRS else v) for k, v in group.attrs.items()}
-            images = _read_table(_table_group(f, "images"))
+            images = read_table(table_group(f, "images"))
         frame = per_id(images)
         position = pd.Index(frame["id"]).get_indexer(ids)  # hash lookup; -1: no longer in the image table
         keep = position >= 0
@@ -334,7 +270,7 @@ class Store:
             with _open_h5(self.path, "a") as f:
                 _check_or_init(f, self.path, source)
                 for table in ("images", "failures"):
-                    _finish_swap(f, table)
+                    finish_swap(f, table)
                 yield StoreWriter(f)
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
@@ -390,18 +326,18 @@ class StoreWriter:
     def write_images(self, frame: pd.DataFrame, replace: bool = True) -> None:
         """Replace the image table (a full discovery is the truth), or merge a subset into it by path."""
         if not replace and "images" in self.f:
-            old = _read_table(self.f["images"])
+            old = read_table(self.f["images"])
             frame = pd.concat([old[~old["path"].isin(frame["path"])], frame]).sort_values("path", kind="stable")
-        _write_table(self.f, "images", frame.reset_index(drop=True))
+        write_table(self.f, "images", frame.reset_index(drop=True))
         self._touch()
         self.f.flush()
 
     def add_failures(self, frame: pd.DataFrame) -> None:
         """Record images that failed (id, path, reason); one row per id, latest reason wins."""
         new = frame[["id", "path", "reason"]]
-        old = _read_table(self.f["failures"]) if "failures" in self.f else new.iloc[:0]
+        old = read_table(self.f["failures"]) if "failures" in self.f else new.iloc[:0]
         merged = pd.concat([old, new]).drop_duplicates("id", keep="last")
-        _write_table(self.f, "failures", merged.reset_index(drop=True))
+        write_table(self.f, "failures", merged.reset_index(drop=True))
         self.f.flush()
 
     def open_set(self, key: str, attrs: dict, dim: int, dtype: str = "float32") -> "SetWriter":
@@ -438,7 +374,7 @@ class StoreWriter:
         sub.create_dataset("coords", data=np.asarray(coords, dtype=np.float32))
         sub.attrs["params"] = json.dumps(params, sort_keys=True)  # last: marks it complete
         self.f.flush()
-        _finish_swap(group, name, marker="params")
+        finish_swap(group, name, marker="params")
 
 
 class SetWriter:

@@ -339,6 +339,15 @@ def test_bad_resize_is_refused_before_any_file_is_read(tmp_path, resize):
     assert "from 8 to 2048 pixels" in message
 
 
+@pytest.mark.parametrize("resize", ["auto", "64"])
+def test_unknown_backbone_is_refused_before_any_file_is_read(tmp_path, resize):
+    broken_zip = tmp_path / "data.zip"
+    broken_zip.write_bytes(b"PK\x03\x04 not really a zip")  # reading it would give another error
+    message = run("extract", broken_zip, "--backbone", "nosuch:net", "--resize", resize,
+                  "--cache", tmp_path / "c.h5", *FAST[2:], code=2)
+    assert "unknown backbone 'nosuch:net'" in message
+
+
 # --------------------------------------------------------------------------- atomic rewrites
 
 
