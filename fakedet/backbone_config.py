@@ -18,6 +18,7 @@ PRESETS = {
     "best": {"layers": "blocks", "scales": (1.0, 0.5), "resize": "auto"},
     "fast": {"layers": "final", "scales": (1.0,), "resize": "backbone"},
 }
+MIN_SIZE, MAX_SIZE = 8, 2048  # bounds of --resize sizes: 0 is meaningless, 100000 would need ~30 GB a batch
 AUTO_SIZES = (128, 384)  # "auto" resize: the images' median short side rounded to 32 px, within these
 
 
@@ -58,6 +59,8 @@ def parse_resize(resize: str | int | None) -> tuple[str, int | None]:
     size = int(match.group(2)) if match.group(2) else None
     if policy == "resize" and size is None:
         raise ValueError("resize needs a size, e.g. 'resize:128'")
+    if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"resize size {size}: use a size from {MIN_SIZE} to {MAX_SIZE} pixels, e.g. '128'")
     return policy, size
 
 

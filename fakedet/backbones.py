@@ -361,6 +361,25 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def resolve_spec(config: BackboneConfig, cache: str | Path | None = None) -> tuple[str, str, str]:
+    """(spec, family, name) of ``config.spec``, with ``finetuned:<name>`` resolved to its checkpoint path
+    under ``cache``; BackboneError for an unknown family. Loads nothing, so callers can check a spec before
+    reading any data."""
+    spec = config.spec
+    if spec.endswith(".pt") and ":" not in spec.split("/")[0]:
+        spec = f"finetuned:{spec}"
+    family, _, name = spec.partition(":")
+    if family.startswith("effnet-lite") and not name:
+        family, name = "effnet-lite", family[len("effnet-lite"):]
+    if family not in _FAMILIES:
+        raise BackboneError(f"unknown backbone {spec!r}; known: {', '.join(list_backbones())}")
+    if family == "finetuned":
+        from .catalog import finetuned_checkpoint
+
+        name = str(finetuned_checkpoint(name, cache))
+    return spec, family, name
+
+
 def create_backbone(
     spec: str | BackboneConfig,
     *,
@@ -388,18 +407,7 @@ def create_backbone(
     if config.resize == "auto":
         raise ValueError("resize 'auto' is chosen from a dataset's image sizes: use extract, or "
                          "BackboneConfig.for_images, or pass a size")
-    spec = config.spec
-    if spec.endswith(".pt") and ":" not in spec.split("/")[0]:
-        spec = f"finetuned:{spec}"
-    family, _, name = spec.partition(":")
-    if family.startswith("effnet-lite") and not name:
-        family, name = "effnet-lite", family[len("effnet-lite"):]
-    if family not in _FAMILIES:
-        raise BackboneError(f"unknown backbone {spec!r}; known: {', '.join(list_backbones())}")
-    if family == "finetuned":
-        from .catalog import finetuned_checkpoint
-
-        name = str(finetuned_checkpoint(name, cache))
+    spec, family, name = resolve_spec(config, cache)
     model, default = _FAMILIES[family](name, checkpoint=config.checkpoint, layers=config.layers)
     model.scales = config.scales
     policy, size = parse_resize(config.resize)
@@ -508,17 +516,38 @@ def _timm(name: str, checkpoint=None, layers: str = "final"):
     return TimmFeatures(model, pre.mean, pre.std, layers), pre
 
 
+def load_tensors(path: Path):
+    """``torch.load`` with ``weights_only=True``; a file holding Python objects or not a torch file at all is
+    one BackboneError (never torch's own advice, which suggests loading with weights_only=False)."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        if "GLOBAL" in str(err):  # torch refused to import a Python object the file names
+            raise BackboneError(f"refusing checkpoint {path}: it holds Python objects, and fakedet loads tensors "
+                                "only (save the weights with torch.save(model.state_dict()) or as .safetensors)") from None
+        raise BackboneError(f"not a torch checkpoint: {path} is empty, truncated or of another format "
+                            f"({type(err).__name__})") from None
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a ``.safetensors`` or torch file (loaded with ``weights_only=True``, no pickled code)."""
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise BackboneError(f"not a readable .safetensors file: {path} ({err})") from None
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
+    if not isinstance(state, dict):
+        raise BackboneError(f"checkpoint {path} holds a {type(state).__name__}, not a dict of tensors")
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -11,7 +11,7 @@ import pandas as pd
 from . import __version__
 from .backbone_config import INTERPOLATION_NAMES, LAYERS, PRECISIONS, PRESETS, BackboneConfig
 from .backbones import BackboneError, list_backbones
-from .store import DEFAULT_CACHE, StoreError
+from .store import DEFAULT_CACHE, Store, StoreError
 
 
 class FakedetGroup(click.Group):
@@ -63,6 +63,9 @@ PRECISION = click.option("--precision", type=click.Choice(PRECISIONS), default="
 RUNTIME = click.option("--runtime", type=click.Choice(["auto", "torch", "compile", "onnx"]), default=None,
                        help="engine of the forward pass: auto = the fastest measured on this machine (cached); "
                             "onnx = ONNX Runtime (fakedet[onnx]) [default: $FAKEDET_RUNTIME or auto]")
+ALLOW_PARTIAL = click.option("--allow-partial", is_flag=True,
+                              help="use an embedding set that is still missing images (extraction running or "
+                                   "interrupted) [default: refuse it]")
 VAL_SIZE = click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
                         help="validation fraction (of train when the dataset has split folders)")
 
@@ -137,8 +140,9 @@ def extract(data, backbone, device, runtime, batch_size, workers, dtype, engine,
 @cli.command()
 @click.option("--failures", is_flag=True, help="list every image that could not be embedded")
 @click.option("--runtimes", is_flag=True, help="the forward-pass speeds `--runtime auto` measured (img/s)")
+@click.option("--check", is_flag=True, help="read every cache whole and say what is wrong (exit 1 if anything)")
 @cache_option
-def info(failures, runtimes, cache):
+def info(failures, runtimes, check, cache):
     """What the cache holds: datasets, image counts, embedding sets."""
     from .catalog import cache_root, describe
 
@@ -147,6 +151,7 @@ def info(failures, runtimes, cache):
     stores = describe(cache)
     if not stores:
         click.echo(f"no caches in {cache_root(cache)}; run `fakedet extract DATA` first")
+    found_problems = False
     for found in stores:
         click.secho(f"{found['path']}  ({found['source']})", bold=True)
         if found["files"]:
@@ -158,6 +163,14 @@ def info(failures, runtimes, cache):
         click.echo(f"  failures: {len(bad)}")
         if failures and len(bad):
             click.echo("  " + bad[["path", "reason"]].to_string(index=False).replace("\n", "\n  "))
+        if check:
+            from .storecheck import check_store
+
+            problems = check_store(Store(found["path"]))
+            click.echo("  check: " + ("ok" if not problems else "\n    ".join(["PROBLEMS", *problems])))
+            found_problems = found_problems or bool(problems)
+    if check and found_problems:
+        sys.exit(1)
 
 
 def show_runtimes(folder: Path) -> None:
@@ -275,6 +288,7 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
               help="share of in-domain (val) images the out-of-domain flag keeps in")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="model folder [default: <cache>/models/<dataset>-<key>-<head>]")
+@ALLOW_PARTIAL
 @DEVICE
 @RUNTIME
 @BATCH_SIZE
@@ -282,7 +296,7 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
 @cache_option
 @quiet_option
 def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies, balance,
-        domain_rate, out, device, runtime, batch_size, workers, cache, quiet):
+        domain_rate, out, allow_partial, device, runtime, batch_size, workers, cache, quiet):
     """Fit a classifier head on cached embeddings of one or several datasets; save it with its metrics."""
     from .catalog import model_dir, model_name
     from .metrics import format_metrics
@@ -297,7 +311,7 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
     detector = run(list(data) or None, backbone, head, params=parse_params(param, config), preprocess=preprocess,
                    cache=cache, val_size=val_size, test_size=test_size, cv=cv, random_state=seed, augment=augment,
                    copies=copies, balance=balance, domain_rate=domain_rate, device=device, runtime=runtime,
-                   batch_size=batch_size, workers=workers, progress=not quiet)
+                   batch_size=batch_size, workers=workers, progress=not quiet, allow_partial=allow_partial)
     training = detector.training
     datasets = ", ".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
     click.echo(f"{head} on {datasets} / {detector.key}: split by {training['split']}")
@@ -393,8 +407,9 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, runtime,
 @fit_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
               help="folder for compare-<dataset>.csv and .md")
+@ALLOW_PARTIAL
 @cache_option
-def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, cache):
+def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, allow_partial, cache):
     """Fit every head on every embedding set; one table, best first."""
     from .catalog import find_store
     from .tables import save_table
@@ -402,7 +417,7 @@ def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, ca
 
     store = find_store(data, cache)
     table = run(store.path, list(backbone) or None, list(head) or None, preprocess=preprocess,
-                val_size=val_size, test_size=test_size, random_state=seed)
+                val_size=val_size, test_size=test_size, random_state=seed, allow_partial=allow_partial)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     csv, md = save_table(table, out / f"compare-{store.path.stem}")
@@ -528,14 +543,16 @@ def projection_params(kw: dict):
               help="embedding set: backbone spec, key or key prefix [default: the only set]")
 @projection_options
 @click.option("--recompute", is_flag=True, help="recompute even if the cache holds this projection")
+@ALLOW_PARTIAL
 @cache_option
-def project(data, backbone, recompute, cache, n_jobs, **kw):
+def project(data, backbone, recompute, allow_partial, cache, n_jobs, **kw):
     """2-D projection (UMAP, t-SNE, PCA) of an embedding set, cached in the store for reports."""
     from .catalog import find_store, pick_set
     from .project import project as run
 
     store = find_store(data, cache)
-    result = run(store, pick_set(store, backbone), projection_params(kw), n_jobs=n_jobs, recompute=recompute)
+    result = run(store, pick_set(store, backbone), projection_params(kw), n_jobs=n_jobs, recompute=recompute,
+                 allow_partial=allow_partial)
     how = "read from the cache" if result.cached else f"computed in {result.seconds:.1f}s"
     click.echo(f"{result.name} of {result.key}: {len(result.ids)} of {result.params['n_total']} images, "
                f"{how} ({store.path})")
@@ -553,15 +570,17 @@ def project(data, backbone, recompute, cache, n_jobs, **kw):
               help="thumbnails of the most confident mistakes, per kind")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="HTML file, or folder for index.html [default: reports/<name>/index.html]")
+@ALLOW_PARTIAL
 @cache_option
-def report(data, backbone, model, split, mistakes, out, cache, n_jobs, **kw):
+def report(data, backbone, model, split, mistakes, out, allow_partial, cache, n_jobs, **kw):
     """One self-contained HTML report: dataset checks, projection and (with --model) evaluation."""
     import shlex
 
     from .workflow import report as run
 
     path = run(data, backbone, model, split=split, cache=cache, out=out, projection=projection_params(kw),
-                        n_jobs=n_jobs, command=shlex.join(["fakedet", *sys.argv[1:]]), n_mistakes=mistakes)
+               n_jobs=n_jobs, command=shlex.join(["fakedet", *sys.argv[1:]]), n_mistakes=mistakes,
+               allow_partial=allow_partial)
     click.echo(f"report written to {path}")
 
 
@@ -697,6 +716,8 @@ def serve(model, host, port, checkpoint, device, cache):
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):  # print file names that are not UTF-8 as the OS stores them, like ls
+        stream.reconfigure(errors="surrogateescape")
     cli(prog_name="fakedet")
 
 

@@ -13,6 +13,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -36,6 +37,14 @@ class ImageDecodeError(ValueError):
     """An image file that cannot be decoded; the message is a short reason."""
 
 
+class UnreadableFile(OSError):
+    """A file of the source that the OS or the archive cannot hand over; the message is a short reason."""
+
+
+class SourceError(ValueError):
+    """The dataset as a whole cannot be read (e.g. a zip whose central directory is damaged)."""
+
+
 class ImageSource:
     """Read files of a dataset given as a folder, a .zip archive or a single image file.
 
@@ -56,6 +65,7 @@ class ImageSource:
             self.name = path.stem
         self._zip: zipfile.ZipFile | None = None
         self._pid: int | None = None
+        self.refused: dict[str, str] = {}  # path -> reason, for entries found but not readable as files
 
     def __repr__(self) -> str:
         return f"ImageSource({self.root!r}, kind={self.kind!r})"
@@ -78,38 +88,58 @@ class ImageSource:
     def _archive(self) -> zipfile.ZipFile:
         if self._zip is None or self._pid != os.getpid():
             # after fork() the inherited handle shares its file offset with the parent
-            self._zip, self._pid = zipfile.ZipFile(self.root), os.getpid()
+            try:
+                self._zip, self._pid = zipfile.ZipFile(self.root), os.getpid()
+            except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as err:
+                raise SourceError(
+                    f"{self.root} is not a readable zip archive ({err}): its table of contents is missing or "
+                    "damaged (a truncated download?); download or create it again, or unpack it and pass the folder"
+                ) from None
         return self._zip
 
     def paths(self) -> list[str]:
-        """Sorted paths of all visible regular files (no hidden files/folders, no __MACOSX)."""
+        """Sorted paths of all visible regular files (no hidden files/folders, no __MACOSX), including
+        entries that cannot be read as files, whose reasons ``refused`` holds: broken symlinks, symlink loops,
+        folders that cannot be listed, zip members named outside the archive (``../``, absolute)."""
+        self.refused = {}
         if self.kind == "file":
-            return [Path(self.root).name]
+            return [printable(Path(self.root).name)]
         if self.kind == "folder":
-            return sorted(_walk(self.root, ""))
+            return sorted(_walk(self.root, "", self.refused))
         archive = self._archive()
+        for info in archive.infolist():
+            if not info.is_dir() and _escapes(info.filename):
+                self.refused[info.filename] = "refused: zip member named outside the archive (../ or absolute)"
         return sorted(
             info.filename for info in archive.infolist()
-            if not info.is_dir() and _visible(info.filename)
+            if not info.is_dir() and (info.filename in self.refused or _visible(info.filename))
             # a name stored twice: keep only the entry that read() returns
             and archive.getinfo(info.filename) is info
         )
 
     def read(self, path: str) -> bytes:
-        """The bytes of one file; FileNotFoundError if the path is not in the source."""
+        """The bytes of one file; FileNotFoundError if the path is not in the source, UnreadableFile (an
+        OSError) with a short reason if the OS or the archive cannot hand it over."""
         if self.kind == "zip":
+            if _escapes(path):
+                raise FileNotFoundError(f"{path!r} is not a path inside {self.root}")
             try:
                 return self._archive().read(path)
             except KeyError:
                 raise FileNotFoundError(f"{path!r} not in {self.root}") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as err:
+                raise UnreadableFile(f"bad zip member: {err}") from None
         if self.kind == "file":
-            if path != Path(self.root).name:
+            if path != printable(Path(self.root).name):
                 raise FileNotFoundError(f"{path!r} is not {self.root}")
-            return Path(self.root).read_bytes()
+            return _read_file(Path(self.root))
         parts = PurePosixPath(path).parts
         if not parts or PurePosixPath(path).is_absolute() or ".." in parts:
             raise FileNotFoundError(f"{path!r} is not a path inside {self.root}")
-        return Path(self.root, *parts).read_bytes()
+        target = Path(self.root, *PurePosixPath(os_name(path)).parts)
+        if not os.path.lexists(target):  # a name that really holds the text "\\xff"
+            target = Path(self.root, *parts)
+        return _read_file(target)
 
     def label_and_split(self, path: str) -> tuple[int, str]:
         """Label and split of one path (here from its folders; other sources read them from metadata)."""
@@ -126,20 +156,60 @@ def open_source(source: str | os.PathLike | ImageSource) -> ImageSource:
     return open_extra(source) or ImageSource(source)
 
 
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as err:  # permission, symlink loop, I/O error of a disk or network file system
+        raise UnreadableFile(f"read error: {err.strerror or err}") from None
+
+
 def _visible(name: str) -> bool:
     parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
     return not any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
-def _walk(folder: str, prefix: str):
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.startswith(".") or entry.name == "__MACOSX":
-                continue
+def _escapes(name: str) -> bool:
+    """A zip member name that would land outside the archive's folder: absolute, a drive, or with ``..``."""
+    return bool(re.match(r"^([\\/]|[A-Za-z]:)", name)) or ".." in re.split(r"[\\/]", name)
+
+
+def _walk(folder: str, prefix: str, refused: dict[str, str]):
+    """Paths of the regular files under ``folder``; entries that cannot be read go to ``refused``."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError as err:
+        refused[prefix or "./"] = f"cannot list folder: {err.strerror or err}"
+        yield prefix or "./"
+        return
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name == "__MACOSX":
+            continue
+        path = prefix + printable(entry.name)
+        try:
             if entry.is_dir(follow_symlinks=False):
-                yield from _walk(entry.path, f"{prefix}{entry.name}/")
+                yield from _walk(entry.path, f"{path}/", refused)
             elif entry.is_file():
-                yield prefix + entry.name
+                yield path
+            elif entry.is_symlink():
+                refused[path] = "broken symlink (its target does not exist)"
+                yield path
+        except OSError as err:  # e.g. a symlink loop
+            refused[path] = f"read error: {err.strerror or err}"
+            yield path
+
+
+def printable(name) -> str:
+    """A file name as valid Unicode, the form tables and reports hold: bytes that are not UTF-8 (which
+    Python keeps as surrogate escapes) are written ``\\xff``. ``os_name`` reverses it."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def os_name(path: str) -> str:
+    """The OS file name (with surrogate escapes) of a ``printable`` name."""
+    return re.sub(r"\\x([89a-f][0-9a-f])", lambda m: chr(0xDC00 + int(m.group(1), 16)), path)
 
 
 def label_and_split(path: str) -> tuple[int, str]:
@@ -244,15 +314,18 @@ def _describe(data: bytes, decode: bool) -> tuple[str, int, int, str]:
 
 def _table(source: str | os.PathLike | ImageSource, progress: bool, decode: bool) -> pd.DataFrame:
     src = open_source(source)
+    paths = src.paths()
     rows = []
-    for path in tqdm(src.paths(), desc=f"{'scan' if decode else 'discover'} {src.name}",
+    for path in tqdm(paths, desc=f"{'scan' if decode else 'discover'} {src.name}",
                      unit="file", disable=not progress):
         label, split = src.label_and_split(path)
         try:
+            if path in src.refused:
+                raise UnreadableFile(src.refused[path])
             data = src.read(path)
-        except OSError as err:  # a listed file that is missing or unusable: recorded under an id of its path
-            rows.append((content_id(f"unreadable:{path}".encode()), path, split, label, "", -1, -1, 0,
-                         f"cannot read: {err}"))
+        except OSError as err:  # no bytes: the id is made from the path, so each such file has its own
+            rows.append((content_id(b"unreadable:" + path.encode("utf-8", "surrogateescape")), path, split, label,
+                         "", -1, -1, 0, str(err)))
             continue
         fmt, width, height, error = _describe(data, decode)
         rows.append((content_id(data), path, split, label, fmt, width, height, len(data), error))

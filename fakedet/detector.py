@@ -147,31 +147,62 @@ class Detector:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Detector":
-        """Read a model folder; refuses files holding types outside the trusted list."""
+        """Read a model folder; refuses files holding types outside the trusted list, and malformed ones
+        with one line naming the file."""
         import skops.io as sio
         from skops.io.exceptions import UntrustedTypesFoundException
 
         directory = Path(directory)
         if not (directory / META_FILE).is_file():
             raise StoreError(f"{directory} is not a fakedet model folder (no {META_FILE})")
-        meta = json.loads((directory / META_FILE).read_text())
-        if meta.get("format") != FORMAT:
-            raise StoreError(f"{directory} has model format {meta.get('format')!r}, this fakedet reads {FORMAT}")
+        meta = _read_meta(directory / META_FILE)
         pipelines = {}
         for name in (MODEL_FILE, DOMAIN_FILE) if meta.get("domain") else (MODEL_FILE,):
             try:
                 pipelines[name] = sio.load(directory / name, trusted=TRUSTED_TYPES)
             except UntrustedTypesFoundException as err:
                 raise UntrustedModel(f"{directory / name} holds types fakedet does not load: {err}") from None
+            except Exception as err:  # a pickle, a torch file, a truncated or empty file: skops raises many types
+                raise UntrustedModel(f"not a fakedet model file: {directory / name} is not a readable skops "
+                                     f"file ({type(err).__name__}); fit the model again") from None
             if not isinstance(pipelines[name], Pipeline):
                 raise UntrustedModel(f"{directory / name} holds a {type(pipelines[name]).__name__}, not a Pipeline")
         pipeline = pipelines[MODEL_FILE]
         domain = DomainModel.from_meta(pipelines[DOMAIN_FILE], meta["domain"]) if DOMAIN_FILE in pipelines else None
         metrics_file = directory / METRICS_FILE
+        try:
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+            splits = pd.read_csv(directory / SPLITS_FILE, dtype=str, keep_default_na=False)
+        except (ValueError, OSError) as err:
+            raise StoreError(f"not a fakedet model file: {metrics_file.name} or {SPLITS_FILE} in {directory} "
+                             f"is unreadable ({err}); fit the model again") from None
         return cls(
-            pipeline=pipeline, head=meta["head"], params=meta["params"], preprocess=meta["preprocess"],
-            key=meta["key"], fingerprint=meta["fingerprint"], backbone=meta["backbone"], identity=meta["identity"],
-            config=BackboneConfig.from_dict(meta["config"]) if "config" in meta else None, threshold=meta["threshold"], training=meta["training"], versions=meta["versions"],
-            metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
-            splits=pd.read_csv(directory / SPLITS_FILE, dtype=str, keep_default_na=False), domain=domain,
+            pipeline=pipeline, metrics=metrics, splits=splits, domain=domain,
+            config=BackboneConfig.from_dict(meta["config"]) if meta.get("config") else None,
+            **{k: meta[k] for k in _META_KEYS},
         )
+
+
+_META_KEYS = ("head", "params", "preprocess", "key", "fingerprint", "backbone", "identity", "threshold",
+              "training", "versions")
+
+
+def _read_meta(path: Path) -> dict:
+    """``model.json``, checked (format, the Detector fields, the threshold); StoreError naming the file if
+    malformed."""
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        raise StoreError(f"not a fakedet model file: {path} is not readable JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise StoreError(f"{path.parent} has model format {found!r}, this fakedet reads {FORMAT}")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise StoreError(f"not a fakedet model file: {path} lacks {', '.join(missing)}; fit the model again")
+    threshold = meta["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise StoreError(f"not a fakedet model file: {path} has threshold {threshold!r}, not a number in [0, 1]")
+    if not isinstance(meta.get("config") or {}, dict) or not isinstance(meta.get("domain") or {}, dict):
+        raise StoreError(f"not a fakedet model file: {path} has a malformed config or domain; fit the model again")
+    return meta

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .backbone_config import BackboneConfig
-from .backbones import Backbone, create_backbone
-from .datasets import discover, open_source
+from .backbones import Backbone, create_backbone, resolve_spec
+from .datasets import discover, open_source, printable
 from .embedding import image_loader, run_batches
 from .perturb import Perturbation
 from .runtimes import describe, use_runtime
@@ -104,19 +104,24 @@ def extract(
     """
     start = time.perf_counter()
     src = open_source(source)
-    full = frame is None
-    if full:
-        frame = discover(src, progress=progress)
     note = ""
     if isinstance(backbone, Backbone):
         precision = backbone.precision  # a built backbone keeps its precision whatever the runtime
-    else:
+    else:  # options are checked (BackboneConfig) before any file is read
         config = backbone if isinstance(backbone, BackboneConfig) else BackboneConfig(
             spec=backbone, checkpoint=checkpoint, layers=layers, resize="backbone" if resize is None else str(resize),
             interpolation=interpolation, scales=scales, precision=precision)
+        precision = config.precision  # "auto" lets the runtime choice pick it
+        if config.resize != "auto":  # the backbone too: a bad spec or checkpoint fails before the files are read
+            backbone = create_backbone(config, device=device, cache=cache)
+        else:
+            resolve_spec(config, cache)  # at least an unknown spec; the weights load once the size is chosen
+    full = frame is None
+    if full:
+        frame = discover(src, progress=progress)
+    if not isinstance(backbone, Backbone):  # resize 'auto' is chosen from the images' sizes
         readable = frame[frame["error"] == ""]
         config, note = config.for_images(readable["width"], readable["height"])
-        precision = config.precision  # "auto" lets the runtime choice pick it
         backbone = create_backbone(config, device=device, cache=cache)
     store = Store(store_path(src.name, cache))
     if engine is not None and runtime not in (None, "auto", "torch"):
@@ -133,7 +138,7 @@ def extract(
         "perturb": perturb.name if perturb else "",
         "runtime": backbone.runtime,
     }
-    with store.writer(source=src.root) as writer:
+    with store.writer(source=printable(src.root)) as writer:
         writer.write_images(frame, replace=full)
         header_failures = frame.loc[frame["error"] != "", ["id", "path", "error"]].rename(columns={"error": "reason"})
         if len(header_failures):

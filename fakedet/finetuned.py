@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .backbones import BackboneError
+from .backbones import BackboneError, load_tensors
 
 FORMAT = "fakedet-finetuned/1"
 GEOMETRY = ("size", "policy", "crop_pct", "interpolation")
@@ -49,7 +49,7 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no fine-tuned checkpoint at {path}; run `fakedet finetune` first or pass a path")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_tensors(path)  # a file holding Python objects is refused with one clear line
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fakedet fine-tune checkpoint")
     return saved

@@ -167,11 +167,13 @@ def project(
     *,
     n_jobs: int | None = None,
     recompute: bool = False,
+    allow_partial: bool = False,
 ) -> Projection:
     """The projection of embedding set ``embedding`` (key or spec) of ``store``: read from the
     store when cached for the same images, else computed and written back."""
     store = store if isinstance(store, Store) else Store(store)
     key = store.resolve_key(embedding)
+    store.require_complete(key, allow_partial)
     current = ids_hash(store.frame(key)["id"].to_numpy())
     cached = None if recompute else store.projection(key, params.name)
     if cached is not None and cached[2].get("ids_hash") == current:

@@ -287,7 +287,7 @@ def render_report(
     failures = store.failures()
     images = mark_failures(store.images(), failures)
     frame = store.frame(key)
-    proj = project(store, key, projection, n_jobs=n_jobs)
+    proj = project(store, key, projection, n_jobs=n_jobs, allow_partial=True)  # write_report checked it
     dups = duplicates(images) if not images.empty else pd.DataFrame()
     warnings = (shortcut_warnings(images) if not images.empty else []) + leak_warnings(dups)
     title = title or report_name(store.path.stem, key, model.name if model else None)
@@ -350,10 +350,13 @@ def write_report(
     n_jobs: int | None = None,
     command: str | None = None,
     n_mistakes: int = 8,
+    allow_partial: bool = False,
 ) -> Path:
     """Write the report of embedding set ``key`` of ``store``, with a finished model evaluation if given.
 
-    ``out``: an .html file or a folder [default: reports/<name>/index.html]. Returns the file written."""
+    ``out``: an .html file or a folder [default: reports/<name>/index.html]. Refuses a set still missing
+    images of its table unless ``allow_partial``. Returns the file written."""
+    store.require_complete(key, allow_partial)
     name = report_name(store.path.stem, key, model_name)
     page = render_report(store, key, model=model, projection=projection, n_jobs=n_jobs, command=command,
                          n_mistakes=n_mistakes, title=name)

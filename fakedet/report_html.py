@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .datasets import LABEL_NAMES
+from .datasets import LABEL_NAMES, printable
 
 COLOURS = {0: "#1f77b4", 1: "#d62728", -1: "#9a9a9a"}
 MAX_ROWS = 50
@@ -38,7 +38,8 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def esc(value) -> str:
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML text: escaped, and file-name bytes that are not UTF-8 written ``\\xff``."""
+    return html.escape(printable(value), quote=True)
 
 
 def html_table(frame: pd.DataFrame, index: bool = False) -> str:

@@ -31,8 +31,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .store_tables import ID_DTYPE, finish_swap, read_table, table_group, write_table
+
 FORMAT = "fakedet-store/1"
-ID_DTYPE = "S32"
 DEFAULT_CACHE = Path("cache")
 JSON_ATTRS = ("identity", "config", "versions")  # set attributes stored as JSON text
 
@@ -87,34 +88,6 @@ class Embeddings:
         return self.frame["label"].to_numpy()
 
 
-def _write_table(group: h5py.Group, frame: pd.DataFrame) -> None:
-    for name in list(group):
-        del group[name]
-    group.attrs["columns"] = json.dumps(list(frame.columns))
-    for column in frame.columns:
-        values = frame[column]
-        if column == "id":
-            group.create_dataset(column, data=values.to_numpy(dtype=ID_DTYPE))
-        elif values.dtype == object or pd.api.types.is_string_dtype(values):
-            group.create_dataset(column, data=values.astype(str).to_numpy(dtype=object), dtype=h5py.string_dtype())
-        else:
-            group.create_dataset(column, data=values.to_numpy())
-
-
-def _read_table(group: h5py.Group) -> pd.DataFrame:
-    columns = json.loads(group.attrs["columns"])
-    data = {}
-    for column in columns:
-        raw = group[column]
-        if column == "id":
-            data[column] = raw[()].astype(str)
-        elif h5py.check_string_dtype(raw.dtype) is not None:
-            data[column] = raw.asstr()[()]
-        else:
-            data[column] = raw[()]
-    return pd.DataFrame(data, columns=columns)
-
-
 class Store:
     """Read access to a cache file; ``writer()`` for the single writer."""
 
@@ -132,11 +105,15 @@ class Store:
     def _read(self) -> Iterator[h5py.File]:
         if not self.exists:
             raise StoreError(f"no cache at {self.path}; run `fakedet extract DATA` first (or pass --cache)")
-        with h5py.File(self.path, "r", locking=False) as f:
+        with _open_h5(self.path, "r") as f:
             fmt = f.attrs.get("format")
             if fmt != FORMAT:
                 raise StoreError(f"{self.path} is not a {FORMAT} cache (format={fmt!r}); move it away and re-extract")
-            yield f
+            try:
+                yield f
+            except (OSError, KeyError) as err:  # a damaged object inside an openable file
+                raise StoreError(f"cache {self.path} is damaged ({err}); move it aside "
+                                 f"(mv {self.path} {self.path}.bad) and run `fakedet extract` again") from None
 
     def attrs(self) -> dict:
         with self._read() as f:
@@ -145,14 +122,14 @@ class Store:
     def images(self) -> pd.DataFrame:
         """The image table: one row per file, as discovered."""
         with self._read() as f:
-            return _read_table(f["images"]) if "images" in f else pd.DataFrame()
+            group = table_group(f, "images")
+            return read_table(group) if group is not None else pd.DataFrame()
 
     def failures(self) -> pd.DataFrame:
         """Images that could not be embedded, with the reason."""
         with self._read() as f:
-            if "failures" not in f:
-                return pd.DataFrame(columns=["id", "path", "reason"])
-            return _read_table(f["failures"])
+            group = table_group(f, "failures")
+            return read_table(group) if group is not None else pd.DataFrame(columns=["id", "path", "reason"])
 
     def embedding_sets(self) -> pd.DataFrame:
         """One row per embedding set: key, spec, fingerprint, dim, count, dtype, layers, resize, size, scales,
@@ -216,7 +193,7 @@ class Store:
             X = group["X"][:count].astype(dtype, copy=False)
             ids = group["ids"][:count].astype(str)
             attrs = {k: (json.loads(v) if k in JSON_ATTRS else v) for k, v in group.attrs.items()}
-            images = _read_table(f["images"])
+            images = read_table(table_group(f, "images"))
         frame = per_id(images)
         position = pd.Index(frame["id"]).get_indexer(ids)  # hash lookup; -1: no longer in the image table
         keep = position >= 0
@@ -228,10 +205,46 @@ class Store:
         """Cached projection ``name`` of set ``key``: (ids, coords, params), or None."""
         with self._read() as f:
             path = f"projections/{key}/{name}"
-            if path not in f:
+            if path not in f or "params" not in f[path].attrs:
                 return None
             group = f[path]
             return group["ids"][()].astype(str), group["coords"][()], json.loads(group.attrs["params"])
+
+    def writing(self) -> str:
+        """Who holds the write lock ("pid N"), or "" when nobody is writing."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        if not lock_path.is_file():
+            return ""
+        with open(lock_path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "another process"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return ""
+
+    def missing(self, key: str) -> int:
+        """Readable images of the image table that set ``key`` does not hold yet (failed ones excluded)."""
+        images = self.images()
+        if images.empty:
+            return 0
+        expected = set(images.loc[images["error"] == "", "id"]) - set(self.failures()["id"])
+        return len(expected - set(self.embedded_ids(key)))
+
+    def require_complete(self, key: str, allow_partial: bool = False) -> None:
+        """Raise StoreError if set ``key`` lacks readable images of the image table (an extraction still
+        running or interrupted), unless ``allow_partial``."""
+        if allow_partial:
+            return
+        missing = self.missing(key)
+        if missing:
+            holder = self.writing()
+            state = f"is still being written by {holder}" if holder else "was interrupted"
+            raise StoreError(
+                f"embedding set {key} in {self.path} is incomplete: {missing} of the images in its table are not "
+                f"embedded yet (the extraction {state}). Finish it (run the same `fakedet extract` again), "
+                "or pass --allow-partial to use the rows it has"
+            )
 
     @contextmanager
     def writer(self, source: str | None = None) -> Iterator["StoreWriter"]:
@@ -254,12 +267,26 @@ class Store:
             handle.truncate()
             handle.write(f"pid {os.getpid()}")
             handle.flush()
-            with h5py.File(self.path, "a", locking=False) as f:
+            with _open_h5(self.path, "a") as f:
                 _check_or_init(f, self.path, source)
+                for table in ("images", "failures"):
+                    finish_swap(f, table)
                 yield StoreWriter(f)
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+
+def _open_h5(path: Path, mode: str) -> h5py.File:
+    """Open an HDF5 file; a file that is not one, truncated or damaged is one StoreError naming it."""
+    try:
+        return h5py.File(path, mode, locking=False)
+    except OSError as err:
+        reason = str(err).split("(")[-1].rstrip(")") if "(" in str(err) else str(err)
+        raise StoreError(
+            f"cannot open cache {path}: {reason}; it is not a readable HDF5 file (truncated or damaged). "
+            f"Move it aside (mv {path} {path}.bad) and run `fakedet extract` again"
+        ) from None
 
 
 def _check_or_init(f: h5py.File, path: Path, source: str | None) -> None:
@@ -299,17 +326,18 @@ class StoreWriter:
     def write_images(self, frame: pd.DataFrame, replace: bool = True) -> None:
         """Replace the image table (a full discovery is the truth), or merge a subset into it by path."""
         if not replace and "images" in self.f:
-            old = _read_table(self.f["images"])
+            old = read_table(self.f["images"])
             frame = pd.concat([old[~old["path"].isin(frame["path"])], frame]).sort_values("path", kind="stable")
-        _write_table(self.f.require_group("images"), frame.reset_index(drop=True))
+        write_table(self.f, "images", frame.reset_index(drop=True))
         self._touch()
         self.f.flush()
 
     def add_failures(self, frame: pd.DataFrame) -> None:
         """Record images that failed (id, path, reason); one row per id, latest reason wins."""
-        old = _read_table(self.f["failures"]) if "failures" in self.f else frame.iloc[:0]
-        merged = pd.concat([old, frame[["id", "path", "reason"]]]).drop_duplicates("id", keep="last")
-        _write_table(self.f.require_group("failures"), merged.reset_index(drop=True))
+        new = frame[["id", "path", "reason"]]
+        old = read_table(self.f["failures"]) if "failures" in self.f else new.iloc[:0]
+        merged = pd.concat([old, new]).drop_duplicates("id", keep="last")
+        write_table(self.f, "failures", merged.reset_index(drop=True))
         self.f.flush()
 
     def open_set(self, key: str, attrs: dict, dim: int, dtype: str = "float32") -> "SetWriter":
@@ -339,13 +367,14 @@ class StoreWriter:
 
     def put_projection(self, key: str, name: str, ids: np.ndarray, coords: np.ndarray, params: dict) -> None:
         group = self.f.require_group(f"projections/{key}")
-        if name in group:
-            del group[name]
-        sub = group.create_group(name)
+        if f"{name}.new" in group:
+            del group[f"{name}.new"]
+        sub = group.create_group(f"{name}.new")
         sub.create_dataset("ids", data=np.asarray(ids, dtype=ID_DTYPE))
         sub.create_dataset("coords", data=np.asarray(coords, dtype=np.float32))
-        sub.attrs["params"] = json.dumps(params, sort_keys=True)
+        sub.attrs["params"] = json.dumps(params, sort_keys=True)  # last: marks it complete
         self.f.flush()
+        finish_swap(group, name, marker="params")
 
 
 class SetWriter:

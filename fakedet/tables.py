@@ -36,5 +36,5 @@ def write_table(table: pd.DataFrame, out: str | Path) -> Path:
     if out.suffix.lower() == ".json":
         table.to_json(out, orient="records", indent=2)
     else:
-        table.to_csv(out, index=False)
+        table.to_csv(out, index=False, errors="surrogateescape")  # file names as the OS stores them
     return out

@@ -52,13 +52,17 @@ class TrainingData:
 
 
 def gather(data: list[str | Path | None], backbone: str | None = None, cache: str | Path | None = None, *,
-           val_size: float = 0.2, test_size: float = 0.0, random_state: int = 0) -> TrainingData:
-    """Embeddings and splits of ``data`` (each as for ``find_store``) from one backbone's sets."""
+           val_size: float = 0.2, test_size: float = 0.0, random_state: int = 0,
+           allow_partial: bool = False) -> TrainingData:
+    """Embeddings and splits of ``data`` (each as for ``find_store``) from one backbone's sets; refuses a set
+    still missing images of its table unless ``allow_partial``."""
     stores = [find_store(d, cache) for d in data]
     names = [s.path.stem for s in stores]
     if len(set(names)) < len(names):
         raise ValueError(f"a dataset is named twice: {', '.join(names)}")
-    first = stores[0].load(pick_set(stores[0], backbone))
+    first_key = pick_set(stores[0], backbone)
+    stores[0].require_complete(first_key, allow_partial)
+    first = stores[0].load(first_key)
     parts, splits, how = [first], [], {}
     for store in stores[1:]:
         key = matching_set(store, first.fingerprint)
@@ -68,6 +72,7 @@ def gather(data: list[str | Path | None], backbone: str | None = None, cache: st
                 f"{store.path} holds no embeddings with the settings of {first.key} (fingerprint "
                 f"{first.fingerprint[:12]}); datasets fit together must share them. Extract with:\n  "
                 f"fakedet extract {store.attrs().get('source', 'DATA')} {config.options()}")
+        store.require_complete(key, allow_partial)
         parts.append(store.load(key))
     for store, emb in zip(stores, parts):
         emb.frame = emb.frame.assign(source=store.path.stem)

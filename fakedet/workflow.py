@@ -7,7 +7,6 @@ embedding path: folders and zips via ``extract`` into the cache, loose files in 
 from __future__ import annotations
 
 import functools
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import cache_root, clean_sets, find_model, find_store, matching_set, pick_set, source_store
-from .datasets import discover
+from .datasets import SourceError, discover
 from .detector import Detector, ModelMismatch
 from .domain import DEFAULT_RATE
 from .heads import HEADS, get_head
@@ -55,6 +54,7 @@ def fit(
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool = False,
+    allow_partial: bool = False,
 ) -> Detector:
     """Fit ``head`` on cached embeddings of ``data`` (one dataset or a list; see ``find_store``)
     from set ``backbone``.
@@ -64,12 +64,15 @@ def fit(
     ``fakedet.training_data``). ``balance='sources'``: every dataset weighs the same in the fit.
     ``domain_rate``: in-domain share kept by the out-of-domain flag, calibrated on val (None: no flag).
     ``runtime``: the engine that embeds the augmented copies (see ``fakedet.runtimes``).
+    A set still missing images of its table (an extraction running or interrupted) is refused unless
+    ``allow_partial``.
     """
     datasets = list(data) if isinstance(data, (list, tuple)) else [data]
     copies_ = augmentations(augment, copies, random_state) if augment else []  # bad specs fail before any work
     if balance not in (None, "none", "sources"):
         raise ValueError(f"balance must be 'sources' or 'none', not {balance!r}")
-    gathered = gather(datasets, backbone, cache, val_size=val_size, test_size=test_size, random_state=random_state)
+    gathered = gather(datasets, backbone, cache, val_size=val_size, test_size=test_size, random_state=random_state,
+                      allow_partial=allow_partial)
     if copies_:
         add_augmented(gathered, copies_, device=device, runtime=runtime, batch_size=batch_size, workers=workers,
                       progress=progress, cache=cache)
@@ -289,6 +292,7 @@ def compare(
     val_size: float = 0.2,
     test_size: float = 0.0,
     random_state: int = 0,
+    allow_partial: bool = False,
 ) -> pd.DataFrame:
     """Every head on every embedding set (default: all unperturbed sets and all heads), best first.
 
@@ -302,6 +306,8 @@ def compare(
     keys = list(dict.fromkeys(store.resolve_key(b) for b in backbones)) if backbones else clean_sets(store)
     if not keys:
         raise StoreError(f"{store.path} holds no embeddings yet; run `fakedet extract` first")
+    for key in keys:
+        store.require_complete(key, allow_partial)
     rows = []
     for key in keys:
         emb = store.load(key)
@@ -373,7 +379,7 @@ def predict(
                                                  batch_size=batch_size, workers=workers, progress=progress)
             except ModelMismatch:
                 raise
-            except (OSError, zipfile.BadZipFile, StoreError) as err:
+            except (OSError, SourceError, StoreError) as err:
                 rows.append({"path": str(item), "error": f"cannot read: {err}"})
                 continue
             scores = _scores(detector, emb.frame["id"], emb.X)
@@ -417,11 +423,13 @@ def report(
     n_jobs: int | None = None,
     command: str | None = None,
     n_mistakes: int = 8,
+    allow_partial: bool = False,
 ) -> Path:
     """Write the HTML report of ``data`` (see ``find_store``; default: the model's training data or the
     only cache), embedding set ``backbone`` (default: the model's, or the only set), with an evaluation
     of ``model`` (folder or name under <cache>/models) on ``split`` (default: its test split, else val;
-    all images of another dataset). ``out``: .html file or folder. Returns the file written."""
+    all images of another dataset). ``out``: .html file or folder. A set still missing images of its table
+    is refused unless ``allow_partial``. Returns the file written."""
     from .project import ProjectionParams
     from .report import model_result, write_report
 
@@ -439,10 +447,11 @@ def report(
         if key is None:
             raise ValueError(f"{store.path} holds no embeddings of the model's backbone; extract them with:\n  "
                              + detector.extract_command())
+        store.require_complete(key, allow_partial)  # before the evaluation
         own = Path(detector.training.get("store", "")).resolve() == store.path.resolve()
         if split is None and own:
             split = "test" if "test" in detector.metrics else "val"
         result = model_result(detector, evaluate(detector, store.path, split=split, key=key), own)
     return write_report(store, key, model=result, model_name=name, out=out,
                         projection=projection or ProjectionParams(), n_jobs=n_jobs, command=command,
-                        n_mistakes=n_mistakes)
+                        n_mistakes=n_mistakes, allow_partial=allow_partial)
