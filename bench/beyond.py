@@ -25,7 +25,8 @@ from fakedet.extract import extract  # noqa: E402
 from fakedet.perturb import parse_perturbation  # noqa: E402
 from fakedet.robustness import evaluate_perturbed  # noqa: E402
 from fakedet.tables import to_markdown  # noqa: E402
-from fakedet.workflow import evaluate, fit  # noqa: E402
+from fakedet.workflow import fit  # noqa: E402
+from fakedet.scoring import evaluate
 
 PERTURB = ["jpeg:q=75", "blur:sigma=1", "resize:0.5"]
 

@@ -360,7 +360,7 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, runtime,
     from .detector import Detector
     from .metrics import format_metrics
     from .tables import to_markdown, write_table
-    from .workflow import evaluate as run
+    from .scoring import evaluate as run
 
     directory = find_model(model, cache)
     detector = Detector.load(directory)
@@ -470,7 +470,7 @@ def predict(model, images, out, checkpoint, device, runtime, batch_size, workers
     from .catalog import find_model
     from .detector import Detector
     from .tables import write_table
-    from .workflow import predict as run
+    from .scoring import predict as run
 
     detector = Detector.load(find_model(model, cache))
     table = run(detector, list(images), cache=cache, checkpoint=checkpoint, device=device, runtime=runtime,
@@ -654,7 +654,7 @@ def explain(model, images, out, method, checkpoint, device, cache):
     """Heat maps of what drove P(fake) for IMAGES (files) with MODEL (folder or name)."""
     from .catalog import find_model
     from .detector import Detector
-    from .workflow import backbone_for
+    from .scoring import backbone_for
     from .explain import explain_files
 
     detector = Detector.load(find_model(model, cache))
@@ -678,7 +678,7 @@ def export(model, fmt, out, check, check_data, checkpoint, cache):
     """Write MODEL (backbone + head) as one ONNX graph: preprocessed batch in [0, 1] -> P(fake)."""
     from .catalog import find_model
     from .detector import Detector
-    from .workflow import backbone_for
+    from .scoring import backbone_for
     from .export import export_onnx, onnx_parity, probe_images
 
     detector = Detector.load(find_model(model, cache))
@@ -709,7 +709,6 @@ def serve(model, host, port, checkpoint, device, cache):
         raise click.UsageError(f"serve needs the serve extra: pip install 'fakedet[serve]' ({err})") from err
     from .catalog import find_model
     from .detector import Detector
-    from .workflow import backbone_for
 
     detector = Detector.load(find_model(model, cache))
     uvicorn.run(create_app(detector, checkpoint=checkpoint, device=device), host=host, port=port)

@@ -51,7 +51,8 @@ def run_demo(root: str | Path, cache=None, progress: bool = True, echo=print) ->
     from .catalog import model_dir, model_name
     from .extract import extract
     from .metrics import format_metrics
-    from .workflow import evaluate, fit, report
+    from .workflow import fit, report
+    from .scoring import evaluate
 
     root = make_demo_dataset(root)
     echo(f"demo images (synthetic, not photographs): {root}")

@@ -29,7 +29,7 @@ from PIL import Image
 
 from .datasets import ImageDecodeError, decode_image
 from .torch_head import NotExpressible, detector_module
-from .workflow import backbone_for
+from .scoring import backbone_for
 
 METHODS = ("auto", "grad-cam", "occlusion")
 OCCLUSION_GRID = 7  # squares of size S/7, moved by half a square

@@ -17,7 +17,7 @@ from PIL import Image
 
 from .onnx_runtime import OPSET, require_onnx, write_onnx
 from .torch_head import detector_module, torch_head
-from .workflow import backbone_for
+from .scoring import backbone_for
 
 FORMATS = ("onnx",)
 

@@ -17,7 +17,7 @@ from .detector import Detector
 from .extract import extract
 from .perturb import Perturbation
 from .store import Store, per_id
-from .workflow import Evaluation, backbone_for, evaluate, prediction_metrics
+from .scoring import Evaluation, backbone_for, evaluate, prediction_metrics
 
 COLUMNS = ["accuracy", "balanced_accuracy", "recall_real", "recall_fake", "roc_auc", "average_precision"]
 

@@ -37,7 +37,7 @@ from PIL import Image
 from .datasets import ImageDecodeError, decode_image, open_source
 from .explain import Explainer
 from .store import Store, StoreError
-from .workflow import backbone_for
+from .scoring import backbone_for
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .backbones import BackboneError, create_backbone, load_clip_model
-from .workflow import Evaluation
+from .scoring import Evaluation
 from .extract import extract
 from .metrics import binary_metrics, choose_threshold
 from .store import Store

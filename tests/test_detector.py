@@ -18,7 +18,8 @@ from threadpoolctl import threadpool_limits
 from fakedet.catalog import find_model, find_store, model_dir
 from fakedet.detector import Detector, ModelMismatch, UntrustedModel
 from fakedet.training import train_detector
-from fakedet.workflow import backbone_for, compare, evaluate, fit
+from fakedet.workflow import compare, fit
+from fakedet.scoring import backbone_for, evaluate
 from fakedet.heads import HEADS, LOGREG_CS
 from fakedet.metrics import choose_threshold
 from fakedet.splits import assign_splits

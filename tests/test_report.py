@@ -30,7 +30,8 @@ from fakedet.project import ProjectionParams  # noqa: E402
 from fakedet.report import ModelResult, render_report, report_name  # noqa: E402
 from fakedet.report_dataset import leak_warnings, shortcut_warnings  # noqa: E402
 from fakedet.store import Store  # noqa: E402
-from fakedet.workflow import evaluate, fit, report  # noqa: E402
+from fakedet.workflow import fit, report  # noqa: E402
+from fakedet.scoring import evaluate
 
 ODD_NAME = "train/real/<b>odd & name</b>.jpg"
 PROJECTION = ProjectionParams("tsne", perplexity=5, pca=10)  # fast at this size

@@ -9,7 +9,8 @@ from conftest import layout_files, write_tree
 from PIL import Image
 
 from fakedet.cli import cli
-from fakedet.workflow import backbone_for, fit
+from fakedet.workflow import fit
+from fakedet.scoring import backbone_for
 from fakedet.extract import extract
 from fakedet.perturb import parse_perturbation
 from fakedet.robustness import cross_evaluate, evaluate_perturbed

@@ -239,7 +239,8 @@ def test_compile_equals_torch_and_pads_the_last_batch(tiny_clip, tmp_path):
 @pytest.mark.slow
 def test_predict_and_evaluate_take_the_runtime(tmp_path):
     """A model fit on torch embeddings predicts the same with onnx, for a folder and for loose files."""
-    from fakedet.workflow import evaluate, fit, predict
+    from fakedet.workflow import fit
+    from fakedet.scoring import evaluate, predict
 
     data = write_tree(tmp_path / "data", layout_files({"train/REAL": 6, "train/FAKE": 6}, size=32))
     extract(data, "effnet-lite0", cache=tmp_path / "cache", resize="32", precision="fp32", runtime="torch",

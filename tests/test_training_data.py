@@ -14,7 +14,8 @@ from fakedet.extract import extract
 from fakedet.perturb import augmentations
 from fakedet.store import Store
 from fakedet.training_data import gather, source_weights
-from fakedet.workflow import evaluate, fit, predict
+from fakedet.workflow import fit
+from fakedet.scoring import evaluate, predict
 
 FAST = {"resize": "64", "precision": "fp32", "device": "cpu", "workers": 0, "progress": False}
 KEY = "effnet-lite0.resize64-ffffffffffff"
