@@ -14,7 +14,9 @@ import os
 import re
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -53,6 +55,9 @@ class ImageSource:
     process, so it can be shared with torch DataLoader workers.
     """
 
+    #: path -> reason, for entries found but not readable as files (filled by ``paths``)
+    refused: Mapping[str, str] = MappingProxyType({})
+
     def __init__(self, source: str | os.PathLike) -> None:
         path = Path(source).resolve()
         if not path.exists():
@@ -65,7 +70,6 @@ class ImageSource:
             self.name = path.stem
         self._zip: zipfile.ZipFile | None = None
         self._pid: int | None = None
-        self.refused: dict[str, str] = {}  # path -> reason, for entries found but not readable as files
 
     def __repr__(self) -> str:
         return f"ImageSource({self.root!r}, kind={self.kind!r})"
