@@ -4,15 +4,16 @@ Each engine embeds the same ``--n`` images and a ``--small`` subset of them into
 (a Ray run starts and stops its own local Ray instance, as ``fakedet extract --engine ray`` does).
 From the two wall-clock times: throughput after start-up = (n - small) / (t(n) - t(small)), and
 start-up overhead = t(small) - small / throughput (Ray: instance start, actor start, model load).
-Each Ray actor gets ``(cores - 1) / workers`` CPUs (torch threads), the local engine's model all
-cores with its default decoding workers.
+Each Ray actor gets ``cores / workers`` CPUs (torch threads; the engine's default on a local
+instance, which keeps one more logical CPU for the decoding tasks), the local engine's model all
+cores with its default decoding workers. Both run the forward pass in torch (the Ray actors' runtime;
+``--runtime onnx`` is local-engine only), so the comparison is of the engines, not the runtimes.
 
     python bench/engines.py --n 5000 --small 500 --batch-size 32
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -31,7 +32,7 @@ def timed(data, backbone, frame, batch_size: int, engine: RayEngine | None) -> f
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         result = extract(data, backbone, frame=frame, cache=tmp, batch_size=batch_size, engine=engine,
-                         progress=False)
+                         runtime="torch", progress=False)
         elapsed = time.perf_counter() - start
     if result.n_embedded != frame["id"].nunique():
         sys.exit(f"{result.n_embedded} of {frame['id'].nunique()} images embedded: not a throughput run")
@@ -55,12 +56,10 @@ def main() -> None:
     frame = discover(args.data, progress=False).sample(n=args.n, random_state=0).sort_values("path")
     small = frame.iloc[: args.small]
     backbone = create_backbone(args.backbone)
-    cores = os.cpu_count() or 1
     engines = {"local engine (DataLoader workers)": None}
     for workers in (1, 2):
-        cpus = max(1, (cores - 1) // workers)
-        engines[f"Ray engine, {workers} actor{'s' * (workers > 1)} x {cpus} CPU"] = RayEngine(
-            num_workers=workers, cpus_per_worker=cpus)
+        engine = RayEngine(num_workers=workers)  # the default: the cores shared by the actors
+        engines[f"Ray engine, {workers} actor{'s' * (workers > 1)} x {engine.cpus_per_worker:g} CPU"] = engine
     rows = []
     for name, engine in engines.items():
         t_small = timed(args.data, backbone, small, args.batch_size, engine)
@@ -72,7 +71,7 @@ def main() -> None:
              "|---|---:|---:|---:|---:|"]
     table += [f"| {name} | {ips:.1f} | {ips / local:.0%} | {startup:.1f} | {overall:.1f} |"
               for name, ips, startup, overall in rows]
-    body = (f"Backbone `{args.backbone}` ({backbone.preprocess.size} px, {backbone.precision}), batch size "
+    body = (f"Backbone `{args.backbone}` ({backbone.preprocess.size} px, torch {backbone.precision}), batch size "
             f"{args.batch_size}, {args.n} images of {args.data.name} (start-up from a {args.small}-image run), "
             "all measured in this one run.\n\n" + "\n".join(table) +
             "\n\nTarget: the Ray engine at >= 90% of the local engine's img/s after start-up on one machine. "
