@@ -24,6 +24,8 @@ from sklearn.preprocessing import StandardScaler
 
 DEFAULT_RATE = 0.99
 DEFAULT_COMPONENTS = 64
+FIT_ROWS = 20_000  # training rows the summary is fitted on, at most
+CHUNK = 4096  # rows scored at a time
 
 
 @dataclass
@@ -37,9 +39,15 @@ class DomainModel:
     in_domain_rate: float = DEFAULT_RATE
 
     @classmethod
-    def fit(cls, X: np.ndarray, *, n_components: int = DEFAULT_COMPONENTS, random_state: int = 0) -> "DomainModel":
-        """Fit the subspace on training embeddings ``X`` (rows); call ``calibrate`` before ``flag``."""
-        X = np.asarray(X, np.float64)
+    def fit(cls, X: np.ndarray, rows: np.ndarray | None = None, *, n_components: int = DEFAULT_COMPONENTS,
+            max_rows: int = FIT_ROWS, random_state: int = 0) -> "DomainModel":
+        """Fit the subspace on training embeddings ``X[rows]`` (default: all rows), at most ``max_rows`` of
+        them drawn at random (a summary needs no more; 100k 10k-d rows would need tens of GB in float64);
+        call ``calibrate`` before ``flag``."""
+        rows = np.arange(len(X)) if rows is None else np.asarray(rows)
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(random_state).choice(rows, max_rows, replace=False))
+        X = np.asarray(X[rows], np.float64)
         if len(X) < 3:
             raise ValueError("the out-of-domain summary needs at least 3 training rows")
         k = max(1, min(n_components, X.shape[1], len(X) - 1))
@@ -50,7 +58,10 @@ class DomainModel:
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Domain score per row (about 1 on training data; larger = further out)."""
-        t2, q = _statistics(self.pipeline, np.asarray(X, np.float64))
+        parts = [_statistics(self.pipeline, np.asarray(X[i:i + CHUNK], np.float64)) for i in range(0, len(X), CHUNK)]
+        if not parts:
+            return np.zeros(0)
+        t2, q = (np.concatenate(p) for p in zip(*parts))
         return (t2 / self.t2_scale + q / self.q_scale) / 2
 
     def calibrate(self, X_held_out: np.ndarray, in_domain_rate: float = DEFAULT_RATE) -> "DomainModel":

@@ -67,7 +67,7 @@ def train_detector(
         detector.threshold = choose_threshold(y[rows["val"]], p_val)
     detector.training["threshold_from"] = "val" if len(np.unique(y[rows["val"]])) == 2 else "default 0.5"
     if domain_rate is not None and len(rows["val"]):
-        detector.domain = DomainModel.fit(emb.X[rows["train"]], random_state=random_state).calibrate(
+        detector.domain = DomainModel.fit(emb.X, rows["train"], random_state=random_state).calibrate(
             emb.X[rows["val"]], domain_rate)
     for s in ("val", "test"):
         if len(rows[s]):

@@ -26,6 +26,22 @@ def test_in_domain_rate_holds_and_other_domains_are_flagged():
     assert model.score(train).mean() == pytest.approx(1.0, rel=1e-6)
 
 
+def test_large_training_sets_are_summarised_from_a_seeded_sample_and_scored_in_chunks():
+    rng = np.random.default_rng(2)
+    X = _domain(9000, rng)
+    train = np.arange(1000, 9000)
+    model = DomainModel.fit(X, train, n_components=5, max_rows=3000, random_state=0)
+    assert model.pipeline["scale"].n_samples_seen_ == 3000          # a sample, not all 8,000 rows
+    again = DomainModel.fit(X, train, n_components=5, max_rows=3000, random_state=0)
+    np.testing.assert_array_equal(model.pipeline["pca"].components_, again.pipeline["pca"].components_)
+    whole = DomainModel.fit(X[train], n_components=5, max_rows=3000, random_state=0)  # rows=None: all of X
+    np.testing.assert_allclose(model.score(X[:20]), whole.score(X[:20]), rtol=1e-9)
+    scores = model.score(X)                                          # 9,000 rows: three chunks
+    one_by_one = np.concatenate([model.score(X[i:i + 1]) for i in range(0, 9000, 997)])
+    np.testing.assert_allclose(scores[::997], one_by_one, rtol=1e-9)
+    assert model.score(X[:0]).shape == (0,)
+
+
 def test_rate_moves_the_threshold():
     rng = np.random.default_rng(1)
     train, val = _domain(800, rng), _domain(400, rng)
