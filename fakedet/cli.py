@@ -355,7 +355,8 @@ def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, 
                    "[default: the model's own data]")
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
               help="[default: test split of the training data, all labelled images of another dataset]")
-@click.option("--key", default=None, help="embedding set to score, e.g. a perturbed one [default: the model's]")
+@click.option("--key", default=None, help="embedding set to score, e.g. a perturbed one, or A+B for a fused "
+                                         "model [default: the model's]")
 @click.option("--perturb", multiple=True,
               help="score perturbed copies too, repeatable: jpeg:q=75, blur:sigma=1, resize:0.5")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -65,8 +65,8 @@ def gather(data: list[str | Path | None], backbone: str | list[str] | None = Non
     names = [s.path.stem for s in stores]
     if len(set(names)) < len(names):
         raise ValueError(f"a dataset is named twice: {', '.join(names)}")
-    names = [backbone] if isinstance(backbone, str) else list(backbone or [])
-    first_keys = resolve_sets(stores[0], names) if names else [pick_set(stores[0])]
+    sets = [backbone] if isinstance(backbone, str) else list(backbone or [])
+    first_keys = resolve_sets(stores[0], sets) if sets else [pick_set(stores[0])]
     first = load_sets(stores[0], "+".join(first_keys), allow_partial)
     parts, splits, how = [first], [], {}
     for store in stores[1:]:
