@@ -111,6 +111,10 @@ def test_stack_is_the_mean_of_the_per_set_heads(tmp_path):
     assert [v[-1].n_features_in_ for v in voters] == [16, 8]
     saved = Detector.load(detector.save(tmp_path / "m"))
     np.testing.assert_allclose(saved.p_fake(emb.X), mean)
+    out = CliRunner().invoke(cli, ["fit", "-d", str(store.path), "-b", f"{KEY_A}+{KEY_B}", "--fusion", "stack",
+                                   "--cache", str(tmp_path), "-q"])
+    assert out.exit_code == 0, out.output
+    assert "fused (stack)" in out.output and (tmp_path / "models" / f"d-{KEY_A}+{KEY_B}-logreg-stack").is_dir()
     with pytest.raises(ValueError, match="fusion must be"):
         fit(store.path, [KEY_A, KEY_B], fusion="vote")
 
