@@ -238,6 +238,9 @@ fit_options = options(  # split and preprocessing options shared by fit and comp
         click.option("--preprocess", default=None, help="feature preprocessing: l2,standard,pca:K or none "
                                                         "[default: the head's]"),
 )
+FUSION = click.option("--fusion", type=click.Choice(["concat", "stack"]), default="concat",
+                      help="fused sets: concat = one head on the per-set preprocessed blocks side by side; "
+                           "stack = one head per set, mean of their probabilities")
 run_options = options(  # for embedding images not cached yet, with a model's backbone
     checkpoint_option("local weights file, if the model's backbone was made from one"), DEVICE, RUNTIME, BATCH_SIZE,
     WORKERS,
@@ -270,8 +273,10 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
 @click.option("--data", "-d", multiple=True,
               help="dataset folder/zip, .h5 cache file or dataset name; repeat to fit on several datasets "
                    "[default: the only cache]")
-@click.option("--backbone", "-b", default=None,
-              help="embedding set: backbone spec, key or key prefix [default: the only set]")
+@click.option("--backbone", "-b", multiple=True,
+              help="embedding set: backbone spec, key or key prefix [default: the only set]; repeat (or join "
+                   "with +: -b A+B) to fuse several sets of the data, aligned by content id")
+@FUSION
 @click.option("--head", default="logreg", help=f"classifier head: {HEAD_NAMES}")
 @click.option("--param", "-p", multiple=True, help="head parameter NAME=VALUE (value read as JSON), repeatable")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -295,8 +300,8 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
 @WORKERS
 @cache_option
 @quiet_option
-def fit(data, backbone, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies, balance,
-        domain_rate, out, allow_partial, device, runtime, batch_size, workers, cache, quiet):
+def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies,
+        balance, domain_rate, out, allow_partial, device, runtime, batch_size, workers, cache, quiet):
     """Fit a classifier head on cached embeddings of one or several datasets; save it with its metrics."""
     from .catalog import model_dir, model_name
     from .metrics import format_metrics
@@ -308,7 +313,7 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
             augmentations(augment, copies, seed)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--augment/--copies") from None
-    detector = run(list(data) or None, backbone, head, params=parse_params(param, config), preprocess=preprocess,
+    detector = run(list(data) or None, list(backbone) or None, head, fusion=fusion, params=parse_params(param, config), preprocess=preprocess,
                    cache=cache, val_size=val_size, test_size=test_size, cv=cv, random_state=seed, augment=augment,
                    copies=copies, balance=balance, domain_rate=domain_rate, device=device, runtime=runtime,
                    batch_size=batch_size, workers=workers, progress=not quiet, allow_partial=allow_partial)
@@ -319,6 +324,10 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
         a = training["augment"]
         click.echo(f"augmented: {a['copies']} cop{'y' if a['copies'] == 1 else 'ies'} of the training images "
                    f"({', '.join(a['specs'])}), {a['rows']} extra training rows")
+    if "fusion" in training:
+        click.echo(f"fused ({training['fusion']['mode']}): {' + '.join(training['fusion']['sets'])}"
+                   + "".join(f"; {n} rows without a match left out of {k}"
+                             for k, n in training["fusion"]["dropped"].items() if n))
     if "tuned" in training:
         click.echo("tuned by cross-validation on train: " + ", ".join(f"{k}={v:g}" for k, v in training["tuned"].items()))
     for name, metrics in detector.metrics.items():
@@ -333,7 +342,7 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
         click.echo(f"out-of-domain flag: score > {detector.domain.threshold:.3f} "
                    f"(keeps {detector.domain.in_domain_rate:.1%} of val in domain)")
     name = "+".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
-    suffix = "-aug" if "augment" in training else ""
+    suffix = ("-aug" if "augment" in training else "") + ("-stack" if fusion == "stack" and "fusion" in training else "")
     directory = detector.save(out or model_dir(model_name(name, detector.key, head) + suffix, cache))
     click.echo(f"model saved to {directory} (threshold {detector.threshold:.4f} chosen on "
                f"{training['threshold_from']})")
@@ -346,7 +355,8 @@ def fit(data, backbone, head, param, config, val_size, test_size, seed, preproce
                    "[default: the model's own data]")
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default=None,
               help="[default: test split of the training data, all labelled images of another dataset]")
-@click.option("--key", default=None, help="embedding set to score, e.g. a perturbed one [default: the model's]")
+@click.option("--key", default=None, help="embedding set to score, e.g. a perturbed one, or A+B for a fused "
+                                         "model [default: the model's]")
 @click.option("--perturb", multiple=True,
               help="score perturbed copies too, repeatable: jpeg:q=75, blur:sigma=1, resize:0.5")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -402,21 +412,23 @@ def evaluate(model, data, split, key, perturb, out, checkpoint, device, runtime,
 @cli.command()
 @data_option
 @click.option("--backbone", "-b", multiple=True,
-              help="embedding set (spec, key or key prefix), repeatable [default: every unperturbed set]")
+              help="candidate embedding set (spec, key or key prefix), repeatable; A+B is one candidate fusing "
+                   "sets A and B [default: every unperturbed set]")
+@FUSION
 @click.option("--head", multiple=True, help=f"{HEAD_NAMES}; repeatable [default: every head]")
 @fit_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
               help="folder for compare-<dataset>.csv and .md")
 @ALLOW_PARTIAL
 @cache_option
-def compare(data, backbone, head, val_size, test_size, seed, preprocess, out, allow_partial, cache):
+def compare(data, backbone, fusion, head, val_size, test_size, seed, preprocess, out, allow_partial, cache):
     """Fit every head on every embedding set; one table, best first."""
     from .catalog import find_store
     from .tables import save_table
     from .workflow import compare as run
 
     store = find_store(data, cache)
-    table = run(store.path, list(backbone) or None, list(head) or None, preprocess=preprocess,
+    table = run(store.path, list(backbone) or None, list(head) or None, preprocess=preprocess, fusion=fusion,
                 val_size=val_size, test_size=test_size, random_state=seed, allow_partial=allow_partial)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -14,9 +14,14 @@ A saved model is a folder (default ``cache/models/<dataset>-<key>-<head>/``)::
     domain.skops   the out-of-domain summary (``fakedet.domain``), when the model has one; its
                    numbers (scales, threshold, in-domain rate) are in model.json under "domain"
 
+A fused model (``fakedet.fusion``) reads several embedding sets side by side: model.json then also
+holds "sets", each set's key, spec, fingerprint, identity, config and width in column order; its key,
+fingerprint and backbone are theirs joined with ``+`` (and "config" is null). Single-set models keep
+the format above unchanged.
+
 Loading never runs code from the file: ``skops.io.load`` rebuilds only the types skops trusts
 by default (numpy, and scikit-learn's public estimators) plus ``TRUSTED_TYPES``, the private
-scikit-learn helpers that fakedet's heads contain. Any other type makes ``Detector.load``
+scikit-learn helpers that fakedet's heads contain (and ``Bunch``, the dict of a fused stack's heads). Any other type makes ``Detector.load``
 refuse the file (``UntrustedModel``); ``trusted=True`` is never used.
 """
 from __future__ import annotations
@@ -30,6 +35,7 @@ import pandas as pd
 from sklearn.calibration import _CalibratedClassifier, _SigmoidCalibration
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 from sklearn.pipeline import Pipeline
+from sklearn.utils import Bunch
 
 from .backbone_config import BackboneConfig
 from .catalog import MODEL_META
@@ -41,7 +47,17 @@ FORMAT = "fakedet-model/1"
 MODEL_FILE, META_FILE, METRICS_FILE, SPLITS_FILE = "model.skops", MODEL_META, "metrics.json", "splits.csv"
 DOMAIN_FILE = "domain.skops"
 TRUSTED_TYPES = sorted(f"{t.__module__}.{t.__qualname__}" for t in (
-    _CalibratedClassifier, _SigmoidCalibration, AdamOptimizer, SGDOptimizer))
+    _CalibratedClassifier, _SigmoidCalibration, AdamOptimizer, SGDOptimizer, Bunch))  # Bunch: a fused stack's dict
+
+
+@dataclass(frozen=True)
+class EmbeddingSet:
+    """One embedding set a model reads: its key, fingerprint, backbone spec and settings."""
+
+    key: str
+    fingerprint: str
+    backbone: str
+    config: BackboneConfig
 
 
 class ModelMismatch(StoreError):
@@ -71,18 +87,34 @@ class Detector:
     versions: dict = field(default_factory=versions)
     splits: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["id", "split"]))
     domain: DomainModel | None = None
+    sets: list[dict] = field(default_factory=list)  # a fused model's sets (fusion.SET_FIELDS), else empty
 
     def __post_init__(self):
-        if self.config is None:  # models written before the config was stored
+        if self.config is None and not self.sets:  # models written before the config was stored
             self.config = BackboneConfig.from_identity(self.backbone, self.identity)
+
+    @property
+    def fused(self) -> bool:
+        """True when the model reads several embedding sets side by side."""
+        return bool(self.sets)
+
+    @property
+    def members(self) -> list[EmbeddingSet]:
+        """The embedding sets the model reads, in column order (one for a single-set model)."""
+        if not self.sets:
+            return [EmbeddingSet(self.key, self.fingerprint, self.backbone, self.config)]
+        return [EmbeddingSet(s["key"], s["fingerprint"], s["spec"], BackboneConfig.from_dict(s["config"]))
+                for s in self.sets]
 
     @classmethod
     def for_embeddings(cls, pipeline: Pipeline, emb: Embeddings, head: str, params: dict,
                        preprocess: str) -> "Detector":
         """A detector reading embeddings like ``emb`` (its key, fingerprint, spec, identity and config)."""
-        attrs, config = emb.attrs, BackboneConfig.from_set_attrs(emb.attrs)
+        attrs, sets = emb.attrs, emb.attrs.get("sets", [])
+        config = None if sets else BackboneConfig.from_set_attrs(attrs)
         return cls(pipeline=pipeline, head=head, params=params, preprocess=preprocess, key=emb.key,
-                   fingerprint=emb.fingerprint, backbone=attrs["spec"], identity=attrs["identity"], config=config)
+                   fingerprint=emb.fingerprint, backbone=attrs["spec"], identity=attrs["identity"], config=config,
+                   sets=[dict(s) for s in sets])
 
     @property
     def classes_(self) -> np.ndarray:
@@ -106,9 +138,10 @@ class Detector:
         """Out-of-domain score per row (about 1 on training data), or None when the model has no summary."""
         return None if self.domain is None or len(X) == 0 else self.domain.score(X)
 
-    def extract_command(self, data: str = "DATA") -> str:
-        """The ``fakedet extract`` command that makes embeddings this model can read."""
-        return f"fakedet extract {data} {self.config.options()}"
+    def extract_command(self, data: str = "DATA", missing: list[EmbeddingSet] | None = None) -> str:
+        """The ``fakedet extract`` commands (one line each) that make the embeddings this model reads
+        (``missing``: only those sets)."""
+        return "\n  ".join(f"fakedet extract {data} {m.config.options()}" for m in missing or self.members)
 
     def check(self, embeddings: Embeddings) -> None:
         """Raise ModelMismatch unless ``embeddings`` come from this model's backbone and settings."""
@@ -132,9 +165,11 @@ class Detector:
         meta = {
             "format": FORMAT, "head": self.head, "params": self.params, "preprocess": self.preprocess,
             "key": self.key, "fingerprint": self.fingerprint, "backbone": self.backbone, "identity": self.identity,
-            "config": self.config.to_dict(), "threshold": self.threshold, "labels": LABEL_NAMES, "training": self.training, "versions": self.versions,
+            "config": self.config.to_dict() if self.config else None, "threshold": self.threshold, "labels": LABEL_NAMES, "training": self.training, "versions": self.versions,
             "domain": self.domain.meta if self.domain is not None else None,
         }
+        if self.sets:
+            meta["sets"] = self.sets
         (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         self.splits.to_csv(directory / SPLITS_FILE, index=False)
         self.save_metrics(directory)
@@ -179,7 +214,7 @@ class Detector:
         return cls(
             pipeline=pipeline, metrics=metrics, splits=splits, domain=domain,
             config=BackboneConfig.from_dict(meta["config"]) if meta.get("config") else None,
-            **{k: meta[k] for k in _META_KEYS},
+            sets=meta.get("sets") or [], **{k: meta[k] for k in _META_KEYS},
         )
 
 
@@ -203,6 +238,10 @@ def _read_meta(path: Path) -> dict:
     threshold = meta["threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise StoreError(f"not a fakedet model file: {path} has threshold {threshold!r}, not a number in [0, 1]")
+    sets = meta.get("sets") or []
+    if not isinstance(sets, list) or not all(isinstance(s, dict) and {"key", "fingerprint", "spec", "config"} <= set(s)
+                                             for s in sets):
+        raise StoreError(f"not a fakedet model file: {path} has malformed fused sets; fit the model again")
     if not isinstance(meta.get("config") or {}, dict) or not isinstance(meta.get("domain") or {}, dict):
         raise StoreError(f"not a fakedet model file: {path} has a malformed config or domain; fit the model again")
     return meta

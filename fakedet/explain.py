@@ -29,7 +29,7 @@ from PIL import Image
 
 from .datasets import ImageDecodeError, decode_image
 from .torch_head import NotExpressible, detector_module
-from .scoring import backbone_for
+from .scoring import backbone_for, single_set
 
 METHODS = ("auto", "grad-cam", "occlusion")
 OCCLUSION_GRID = 7  # squares of size S/7, moved by half a square
@@ -84,6 +84,7 @@ class Explainer:
     def __init__(self, detector, backbone=None, method: str = "auto", occlusion_grid: int = OCCLUSION_GRID):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        single_set(detector, "explain")
         try:
             import pytorch_grad_cam  # noqa: F401 - also draws the overlays
         except ImportError:

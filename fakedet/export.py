@@ -17,7 +17,7 @@ from PIL import Image
 
 from .onnx_runtime import OPSET, require_onnx, write_onnx
 from .torch_head import detector_module, torch_head
-from .scoring import backbone_for
+from .scoring import backbone_for, single_set
 
 FORMATS = ("onnx",)
 
@@ -30,6 +30,7 @@ def export_onnx(detector, out: str | Path, backbone=None, *, opset: int = OPSET)
     ``BackboneError`` with the install command without the onnx extra.
     """
     require_onnx("fakedet export")
+    single_set(detector, "export")
     torch_head(detector.pipeline)  # refuse early
     backbone = backbone or backbone_for(detector, device="cpu")
     module = detector_module(detector, backbone).cpu().float().to(memory_format=torch.contiguous_format)

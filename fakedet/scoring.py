@@ -15,7 +15,8 @@ import pandas as pd
 
 from .catalog import cache_root, find_store, matching_set, source_store
 from .datasets import SourceError, discover
-from .detector import Detector, ModelMismatch
+from .detector import Detector, EmbeddingSet, ModelMismatch
+from .fusion import load_sets
 from .metrics import binary_metrics
 from .sources import is_dataset
 from .store import Embeddings, Store, StoreError
@@ -23,31 +24,67 @@ from .store import Embeddings, Store, StoreError
 # --------------------------------------------------------------------------- a model's backbone and embeddings
 
 
-def backbone_for(detector: Detector, checkpoint: str | Path | None = None, device: str = "auto",
-                 cache: str | Path | None = None):
-    """The backbone ``detector`` was fit on, re-created from its config and checked against the fingerprint.
+def single_set(detector: Detector, job: str = "export, explain, serve and evaluate --perturb") -> None:
+    """Refuse a fused model (several embedding sets) in a job that re-creates one backbone."""
+    if detector.fused:
+        raise ValueError(f"fused models are not supported by {job} yet: the model reads {len(detector.members)} "
+                         f"embedding sets ({detector.key}); fit a model on one set for this")
 
-    ``checkpoint`` replaces the recorded weights file (e.g. after moving it)."""
+
+def member_backbone(member: EmbeddingSet, checkpoint: str | Path | None = None, device: str = "auto",
+                    cache: str | Path | None = None):
+    """The backbone of one embedding set a model reads, re-created from its config and checked against the
+    fingerprint. ``checkpoint`` replaces the recorded weights file (e.g. after moving it)."""
     from .backbones import create_backbone
 
-    config = detector.config if checkpoint is None else detector.config.replace(checkpoint=str(checkpoint))
+    config = member.config if checkpoint is None else member.config.replace(checkpoint=str(checkpoint))
     backbone = create_backbone(config, device=device, cache=cache)
-    if backbone.fingerprint != detector.fingerprint:
+    if backbone.fingerprint != member.fingerprint:
         raise ModelMismatch(
-            f"re-created backbone {detector.backbone} has fingerprint {backbone.fingerprint[:12]}, the model was "
-            f"fit on {detector.fingerprint[:12]}: its weights differ (pass the original weights with --checkpoint)"
+            f"re-created backbone {member.backbone} has fingerprint {backbone.fingerprint[:12]}, the model was "
+            f"fit on {member.fingerprint[:12]}: its weights differ (pass the original weights with --checkpoint)"
         )
     return backbone
 
 
-def lazy_backbone(detector: Detector, checkpoint=None, device: str = "auto", cache=None) -> Callable:
-    """The model's backbone, created on first call only (cached embeddings need none)."""
-    return functools.cache(functools.partial(backbone_for, detector, checkpoint, device, cache))
+def backbone_for(detector: Detector, checkpoint: str | Path | None = None, device: str = "auto",
+                 cache: str | Path | None = None):
+    """The backbone a single-set ``detector`` was fit on (see ``member_backbone``); fused models are refused."""
+    single_set(detector)
+    return member_backbone(detector.members[0], checkpoint, device, cache)
+
+
+def lazy_backbones(detector: Detector, checkpoint=None, device: str = "auto", cache=None) -> list[Callable]:
+    """The backbone of each set the model reads, each created on first call only (cached embeddings need none)."""
+    if checkpoint is not None and detector.fused:
+        raise ValueError("--checkpoint replaces one weights file; a fused model reads several sets: "
+                         "put the weights back where its sets' configs say")
+    return [functools.cache(functools.partial(member_backbone, m, checkpoint, device, cache))
+            for m in detector.members]
 
 
 def model_set(store: Store, detector: Detector) -> str | None:
-    """Key of an unperturbed set of ``store`` this model can read (its own key first), or None."""
-    return matching_set(store, detector.fingerprint, prefer=detector.key)
+    """Key of the unperturbed set of ``store`` this model can read (its own key first); for a fused model
+    the sets' keys joined with ``+``; None when a set is missing (see ``missing_sets``)."""
+    keys = [matching_set(store, m.fingerprint, prefer=m.key) for m in detector.members]
+    return None if None in keys else "+".join(keys)
+
+
+def missing_sets(store: Store, detector: Detector) -> list[EmbeddingSet]:
+    """The sets the model reads that ``store`` does not hold."""
+    return [m for m in detector.members if matching_set(store, m.fingerprint) is None]
+
+
+def _made(backbone: Callable, member: EmbeddingSet, detector: Detector, source, store: Store):
+    """``backbone()``, or ModelMismatch with the extract command when it cannot be made here."""
+    from .backbones import BackboneError
+
+    try:
+        return backbone()
+    except BackboneError as err:
+        raise ModelMismatch(f"{store.path} lacks embeddings of {member.backbone} and its backbone cannot be made "
+                            f"here ({err}); extract them where its weights are:\n  "
+                            + detector.extract_command(str(source), [member])) from None
 
 
 def embed_source(
@@ -55,28 +92,32 @@ def embed_source(
     source: str | Path,
     cache: str | Path | None = None,
     *,
-    backbone: Callable | None = None,
+    backbones: list[Callable] | None = None,
     runtime: str | None = None,
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool = False,
 ) -> tuple[Embeddings, pd.DataFrame, Store]:
     """Embeddings of a dataset (folder, zip, shards, manifest, URL) for ``detector``: from the cache,
-    extracting what is missing (with engine ``runtime``, see ``fakedet.runtimes``).
+    extracting what is missing of each set it reads, one backbone after the other (with engine
+    ``runtime``, see ``fakedet.runtimes``; ``backbones``: one lazy backbone per set, see ``lazy_backbones``).
 
-    Returns (embeddings, the files as discovered now, the store).
+    Returns (embeddings, fused when the model reads several sets; the files as discovered now; the store).
     """
     from .extract import extract
 
     frame = discover(source, progress=progress)
     store = source_store(source, cache)
-    key = model_set(store, detector)
-    done = set(store.embedded_ids(key)) | set(store.failures()["id"]) if key else set()
-    if not set(frame.loc[frame["error"] == "", "id"]) <= done:
-        backbone = backbone or lazy_backbone(detector, cache=cache)
-        key = extract(source, backbone(), cache=cache, frame=frame, runtime=runtime, batch_size=batch_size,
-                      workers=workers, progress=progress).key
-    emb = store.load(key)
+    wanted = set(frame.loc[frame["error"] == "", "id"])
+    keys = []
+    for member, backbone in zip(detector.members, backbones or lazy_backbones(detector, cache=cache)):
+        key = matching_set(store, member.fingerprint, prefer=member.key)
+        done = set(store.embedded_ids(key)) | set(store.failures()["id"]) if key else set()
+        if not wanted <= done:
+            key = extract(source, _made(backbone, member, detector, source, store), cache=cache, frame=frame,
+                          runtime=runtime, batch_size=batch_size, workers=workers, progress=progress).key
+        keys.append(key)
+    emb = load_sets(store, "+".join(keys))
     detector.check(emb)
     return emb, frame, store
 
@@ -154,17 +195,19 @@ def evaluate(
     store = Store(detector.training["store"]) if data is None else find_store(data, cache)
     own = store.path.resolve() in training_stores(detector)
     if key is not None:
-        emb = store.load(key)
+        emb = load_sets(store, key)
         detector.check(emb)
     elif data is not None and not own and is_dataset(data) and Path(data).suffix not in (".h5", ".hdf5"):
-        emb = embed_source(detector, data, cache, backbone=lazy_backbone(detector, checkpoint, device, cache),
+        emb = embed_source(detector, data, cache, backbones=lazy_backbones(detector, checkpoint, device, cache),
                            runtime=runtime, batch_size=batch_size, workers=workers, progress=progress)[0]
     else:
         found = model_set(store, detector)
         if found is None:
-            raise ModelMismatch(f"{store.path} holds no embeddings of this model's backbone {detector.backbone}; "
-                                f"extract them with:\n  {detector.extract_command()}")
-        emb = store.load(found)
+            missing = missing_sets(store, detector)
+            raise ModelMismatch(f"{store.path} holds no embeddings of this model's backbone "
+                                f"{', '.join(f'{m.backbone} (set {m.key})' for m in missing)}; extract them with:\n  "
+                                + detector.extract_command(store.attrs().get("source", "DATA"), missing))
+        emb = load_sets(store, found)
     frame = emb.frame[["id", "path", "split", "label"]].copy()
     if own:
         frame["split"] = frame["id"].map(detector.splits.set_index("id")["split"]).fillna("")
@@ -198,19 +241,26 @@ def _scores(detector: Detector, ids, X: np.ndarray) -> pd.DataFrame:
     return table
 
 
-def _loose_scores(detector: Detector, paths: list[str], backbone: Callable, runtime: str | None,
+def _loose_scores(detector: Detector, paths: list[str], backbones: list[Callable], runtime: str | None,
                   cache: str | Path | None, batch_size: int, workers: int | None,
                   progress: bool) -> tuple[pd.DataFrame, dict]:
-    """Scores of single image files, embedded in memory (not cached); (scores by path, reason by path)."""
+    """Scores of single image files, embedded in memory (not cached) by each backbone the model reads, side
+    by side; (scores by path, reason by path)."""
     from .embedding import LooseFiles, embed_in_memory
     from .runtimes import use_runtime
 
-    model = use_runtime(backbone(), runtime, cache_root(cache), batch_size=batch_size)
-    paths = list(dict.fromkeys(paths))
-    items = pd.DataFrame({"id": paths, "path": paths})
-    ids, X, failed = embed_in_memory(LooseFiles(), items, model.preprocess, model.embed, batch_size=batch_size,
-                                     workers=workers, progress=progress, desc="predict")
-    return _scores(detector, ids, X), dict(failed)
+    paths, failed, blocks = list(dict.fromkeys(paths)), {}, []
+    for backbone in backbones:
+        model = use_runtime(backbone(), runtime, cache_root(cache), batch_size=batch_size)
+        todo = [p for p in paths if p not in failed]
+        ids, X, bad = embed_in_memory(LooseFiles(), pd.DataFrame({"id": todo, "path": todo}), model.preprocess,
+                                      model.embed, batch_size=batch_size, workers=workers, progress=progress,
+                                      desc="predict")
+        failed.update(bad)
+        blocks.append((pd.Index(ids), X))
+    kept = [p for p in paths if p not in failed]
+    X = np.concatenate([X[ids.get_indexer(kept)] for ids, X in blocks], axis=1) if kept else np.zeros((0, 0))
+    return _scores(detector, kept, X), failed
 
 
 def predict(
@@ -233,13 +283,13 @@ def predict(
     cannot be read get a row with the reason in ``error`` instead of stopping the batch. ``runtime``:
     the engine of the forward pass (see ``fakedet.runtimes``).
     """
-    backbone = lazy_backbone(detector, checkpoint, device, cache)
+    backbones = lazy_backbones(detector, checkpoint, device, cache)
     rows: list[dict] = []
     loose: list[str] = []
     for item in inputs:
         if is_dataset(item):
             try:
-                emb, frame, store = embed_source(detector, item, cache, backbone=backbone, runtime=runtime,
+                emb, frame, store = embed_source(detector, item, cache, backbones=backbones, runtime=runtime,
                                                  batch_size=batch_size, workers=workers, progress=progress)
             except ModelMismatch:
                 raise
@@ -258,7 +308,7 @@ def predict(
             loose.append(str(item))
             rows.append({"path": str(item), "error": ""})
     if loose:
-        scores, reasons = _loose_scores(detector, loose, backbone, runtime, cache, batch_size, workers, progress)
+        scores, reasons = _loose_scores(detector, loose, backbones, runtime, cache, batch_size, workers, progress)
         for row in rows:
             if row["path"] in reasons:
                 row["error"] = reasons[row["path"]]

@@ -37,7 +37,7 @@ from PIL import Image
 from .datasets import ImageDecodeError, decode_image, open_source
 from .explain import Explainer
 from .store import Store, StoreError
-from .scoring import backbone_for
+from .scoring import backbone_for, single_set
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,7 @@ def model_info(detector, state) -> dict:
 def create_app(detector, *, backbone=None, checkpoint=None, device: str = "auto", limits: Limits = Limits(),
                k: int = 5) -> FastAPI:
     """The FastAPI app for a loaded ``detector`` (its backbone built once at start-up unless given)."""
+    single_set(detector, "serve")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

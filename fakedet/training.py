@@ -12,7 +12,8 @@ import pandas as pd
 from .datasets import LABEL_NAMES
 from .detector import Detector
 from .domain import DEFAULT_RATE, DomainModel
-from .heads import HEADS, head_params, make_head
+from .fusion import head_pipeline
+from .heads import HEADS, head_params
 from .metrics import binary_metrics, choose_threshold
 from .splits import cv_folds
 from .store import Embeddings
@@ -35,13 +36,15 @@ def train_detector(
     extra: tuple[np.ndarray, np.ndarray] | None = None,
     sample_weight: np.ndarray | None = None,
     domain_rate: float | None = DEFAULT_RATE,
+    fusion: str = "concat",
 ) -> Detector:
     """Fit ``head`` on the labelled train rows, choose the threshold on val, score val and test.
 
     ``extra``: more training rows (X, y), e.g. augmented copies of train images, appended after
     them; ``sample_weight``: one weight per training row (train rows, then extra rows).
     ``domain_rate``: fit the out-of-domain summary on the clean train rows and calibrate it on
-    val to keep this share in domain (None: no summary).
+    val to keep this share in domain (None: no summary). ``fusion``: how a head reads a fused set
+    (``fakedet.fusion``; ignored for one set).
     """
     y = emb.y
     rows = {s: np.flatnonzero((split == s) & (y >= 0)) for s in ("train", "val", "test")}
@@ -50,7 +53,7 @@ def train_detector(
     X_fit, y_fit = emb.X[rows["train"]], y[rows["train"]]
     if extra is not None and len(extra[1]):
         X_fit, y_fit = np.concatenate([X_fit, extra[0]]), np.concatenate([y_fit, extra[1]])
-    pipeline = make_head(head, params, preprocess, random_state, n_samples=len(y_fit))
+    pipeline = head_pipeline(emb, head, params, preprocess, random_state, n_samples=len(y_fit), fusion=fusion)
     start = time.perf_counter()
     pipeline.fit(X_fit, y_fit, **weight_kwargs(pipeline, head, sample_weight, len(y_fit)))
     fit_seconds = time.perf_counter() - start
@@ -60,6 +63,9 @@ def train_detector(
     start = time.perf_counter()
     p = pd.Series(detector.p_fake(emb.X[scored]), index=scored, dtype=float)
     detector.training["seconds"] = {"fit": fit_seconds, "predict": time.perf_counter() - start}
+    if emb.attrs.get("sets"):
+        detector.training["fusion"] = {"mode": fusion, "sets": [m["key"] for m in emb.attrs["sets"]],
+                                       "dropped": emb.attrs.get("dropped", {})}
     if hasattr(pipeline[-1], "C_"):  # regularisation chosen by cross-validation
         detector.training["tuned"] = {"C": float(np.atleast_1d(pipeline[-1].C_)[0])}
     p_val = p.loc[rows["val"]].to_numpy()
@@ -102,13 +108,15 @@ def cross_validate(
     params: dict | None = None,
     preprocess: str | None = None,
     random_state: int = 0,
+    fusion: str = "concat",
 ) -> dict:
     """k-fold metrics (threshold 0.5) over the rows where ``pool`` is true, content ids kept together."""
     folds = cv_folds(emb.frame[pool], n_splits, random_state)
     X, y, per_fold = emb.X[pool], emb.y[pool], []
     for k in range(n_splits):
         train, held_out = (folds >= 0) & (folds != k), folds == k
-        pipeline = make_head(head, params, preprocess, random_state, n_samples=int(train.sum())).fit(X[train], y[train])
+        pipeline = head_pipeline(emb, head, params, preprocess, random_state, n_samples=int(train.sum()),
+                                 fusion=fusion).fit(X[train], y[train])
         proba = pipeline.predict_proba(X[held_out])[:, list(pipeline.classes_).index(1)]
         per_fold.append({k: v for k, v in binary_metrics(y[held_out], proba).items() if k != "confusion"})
     table = pd.DataFrame(per_fold).astype(float)

@@ -6,6 +6,8 @@ plus augmented copies of the training images, embedded once through the cache.
   identical content never straddles train and val across datasets either. All must be
   embedded with the same backbone settings (fingerprint), or the fit is refused with the
   ``fakedet extract`` command that makes the missing set.
+* Several embedding sets of each dataset (a fused fit, ``fakedet.fusion``): every dataset reads the
+  sets with the fingerprints of the first dataset's, aligned by content id within each dataset.
 * Augmentation: each ``Augmentation`` copy of the **training** images is extracted into its own
   set ``<key>+aug-...-c<k>`` of the dataset's store (resumable, failures recorded, reused by any
   later fit with the same spec). Copies only ever join the training rows: val and test stay clean.
@@ -13,6 +15,7 @@ plus augmented copies of the training images, embedded once through the cache.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import pandas as pd
 
 from .backbone_config import BackboneConfig
 from .catalog import find_store, matching_set, pick_set
+from .fusion import load_sets, members, resolve_sets
 from .detector import ModelMismatch
 from .perturb import Augmentation
 from .sources import is_dataset
@@ -51,29 +55,32 @@ class TrainingData:
         return own if self.extra is None else np.concatenate([own, self.extra[2]])
 
 
-def gather(data: list[str | Path | None], backbone: str | None = None, cache: str | Path | None = None, *,
-           val_size: float = 0.2, test_size: float = 0.0, random_state: int = 0,
+def gather(data: list[str | Path | None], backbone: str | list[str] | None = None, cache: str | Path | None = None,
+           *, val_size: float = 0.2, test_size: float = 0.0, random_state: int = 0,
            allow_partial: bool = False) -> TrainingData:
-    """Embeddings and splits of ``data`` (each as for ``find_store``) from one backbone's sets; refuses a set
-    still missing images of its table unless ``allow_partial``."""
+    """Embeddings and splits of ``data`` (each as for ``find_store``) from one backbone's sets, or several
+    fused (``backbone`` a list, or names joined with ``+``); refuses a set still missing images of its table
+    unless ``allow_partial``."""
     stores = [find_store(d, cache) for d in data]
     names = [s.path.stem for s in stores]
     if len(set(names)) < len(names):
         raise ValueError(f"a dataset is named twice: {', '.join(names)}")
-    first_key = pick_set(stores[0], backbone)
-    stores[0].require_complete(first_key, allow_partial)
-    first = stores[0].load(first_key)
+    sets = [backbone] if isinstance(backbone, str) else list(backbone or [])
+    first_keys = resolve_sets(stores[0], sets) if sets else [pick_set(stores[0])]
+    first = load_sets(stores[0], "+".join(first_keys), allow_partial)
     parts, splits, how = [first], [], {}
     for store in stores[1:]:
-        key = matching_set(store, first.fingerprint)
-        if key is None:
-            config = BackboneConfig.from_set_attrs(first.attrs)
-            raise ModelMismatch(
-                f"{store.path} holds no embeddings with the settings of {first.key} (fingerprint "
-                f"{first.fingerprint[:12]}); datasets fit together must share them. Extract with:\n  "
-                f"fakedet extract {store.attrs().get('source', 'DATA')} {config.options()}")
-        store.require_complete(key, allow_partial)
-        parts.append(store.load(key))
+        keys = []
+        for member in members(first):
+            key = matching_set(store, member["fingerprint"])
+            if key is None:
+                raise ModelMismatch(
+                    f"{store.path} holds no embeddings with the settings of {member['key']} (fingerprint "
+                    f"{member['fingerprint'][:12]}); datasets fit together must share them. Extract with:\n  "
+                    f"fakedet extract {store.attrs().get('source', 'DATA')} "
+                    f"{BackboneConfig.from_set_attrs(member).options()}")
+            keys.append(key)
+        parts.append(load_sets(store, "+".join(keys), allow_partial))
     for store, emb in zip(stores, parts):
         emb.frame = emb.frame.assign(source=store.path.stem)
         split, how[store.path.stem] = assign_splits(emb.frame, val_size=val_size, test_size=test_size,
@@ -85,7 +92,10 @@ def gather(data: list[str | Path | None], backbone: str | None = None, cache: st
     first_split = first_split[~first_split.index.duplicated()]
     labelled = split != ""
     split[labelled] = frame["id"][labelled].map(first_split).to_numpy()
-    emb = Embeddings(np.concatenate([e.X for e in parts]), frame, first.key, first.attrs)
+    attrs = dict(first.attrs)
+    if "sets" in attrs:  # rows left out for lack of a set, over every dataset
+        attrs["dropped"] = dict(sum((Counter(e.attrs["dropped"]) for e in parts), Counter()))
+    emb = Embeddings(np.concatenate([e.X for e in parts]), frame, first.key, attrs)
     return TrainingData(emb, split, how, stores)
 
 
@@ -97,6 +107,9 @@ def add_augmented(data: TrainingData, copies: list[Augmentation], *, device: str
     from .backbones import create_backbone
     from .extract import extract
 
+    if "sets" in data.emb.attrs:
+        raise ValueError("--augment works with one embedding set; a fused fit (several sets) cannot add "
+                         "augmented copies yet: fit without --augment, or on one set")
     backbone = create_backbone(BackboneConfig.from_set_attrs(data.emb.attrs), device=device, cache=cache)
     if backbone.fingerprint != data.emb.fingerprint:
         raise ModelMismatch(f"re-created backbone of {data.emb.key} has fingerprint {backbone.fingerprint[:12]}, "

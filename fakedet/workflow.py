@@ -14,6 +14,7 @@ import pandas as pd
 from .catalog import clean_sets, find_model, find_store, pick_set
 from .detector import Detector
 from .domain import DEFAULT_RATE
+from .fusion import FUSIONS, load_sets, resolve_sets
 from .heads import HEADS, get_head
 from .metrics import binary_metrics
 from .perturb import augmentations
@@ -30,9 +31,10 @@ COMPARE_COLUMNS = ["accuracy", "balanced_accuracy", "roc_auc", "average_precisio
 
 def fit(
     data: str | Path | list[str | Path] | None = None,
-    backbone: str | None = None,
+    backbone: str | list[str] | None = None,
     head: str = "logreg",
     *,
+    fusion: str = "concat",
     params: dict | None = None,
     preprocess: str | None = None,
     cache: str | Path | None = None,
@@ -52,7 +54,8 @@ def fit(
     allow_partial: bool = False,
 ) -> Detector:
     """Fit ``head`` on cached embeddings of ``data`` (one dataset or a list; see ``find_store``)
-    from set ``backbone``.
+    from set ``backbone``, or from several sets side by side (a list, or names joined with ``+``), read
+    as ``fusion`` says (``fakedet.fusion``: ``concat`` or ``stack``).
 
     ``augment`` (e.g. ``["jpeg:q=30-95", "blur:sigma=0-2"]``) with ``copies``: augmented copies
     of the training images, embedded into the cache once and added to the training rows (see
@@ -66,8 +69,12 @@ def fit(
     copies_ = augmentations(augment, copies, random_state) if augment else []  # bad specs fail before any work
     if balance not in (None, "none", "sources"):
         raise ValueError(f"balance must be 'sources' or 'none', not {balance!r}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
     gathered = gather(datasets, backbone, cache, val_size=val_size, test_size=test_size, random_state=random_state,
                       allow_partial=allow_partial)
+    if balance == "sources" and fusion == "stack" and "sets" in gathered.emb.attrs:
+        raise ValueError("--balance sources weighs one head; use it with --fusion concat")
     if copies_:
         add_augmented(gathered, copies_, device=device, runtime=runtime, batch_size=batch_size, workers=workers,
                       progress=progress, cache=cache)
@@ -75,11 +82,11 @@ def fit(
     weights = source_weights(gathered.train_sources()) if balance == "sources" else None
     extra = gathered.extra[:2] if gathered.extra is not None else None
     detector = train_detector(emb, split, head, params=params, preprocess=preprocess, random_state=random_state,
-                              extra=extra, sample_weight=weights, domain_rate=domain_rate)
+                              extra=extra, sample_weight=weights, domain_rate=domain_rate, fusion=fusion)
     if cv:
         pool = np.isin(split, ["train", "val"])
-        detector.metrics["cv"] = cross_validate(emb, pool, head, n_splits=cv, params=params,
-                                                preprocess=preprocess, random_state=random_state)
+        detector.metrics["cv"] = cross_validate(emb, pool, head, n_splits=cv, params=params, preprocess=preprocess,
+                                                random_state=random_state, fusion=fusion)
     if len(gathered.stores) > 1:
         source = emb.frame["source"].to_numpy()
         for name in gathered.sources:
@@ -116,6 +123,7 @@ def compare(
     heads: list[str] | None = None,
     *,
     preprocess: str | None = None,
+    fusion: str = "concat",
     cache: str | Path | None = None,
     val_size: float = 0.2,
     test_size: float = 0.0,
@@ -124,6 +132,9 @@ def compare(
 ) -> pd.DataFrame:
     """Every head on every embedding set (default: all unperturbed sets and all heads), best first.
 
+    Each of ``backbones`` is one candidate: a set, or sets fused as ``A+B`` (read as ``fusion`` says,
+    see ``fakedet.fusion``).
+
     Scores the test split (threshold from val) when there is one, else val. ``fit_s`` is the
     time to fit, ``predict_s`` the time to score the val and test rows.
     """
@@ -131,17 +142,22 @@ def compare(
     for head in heads:
         get_head(head)  # fail before fitting anything
     store = find_store(data, cache)
-    keys = list(dict.fromkeys(store.resolve_key(b) for b in backbones)) if backbones else clean_sets(store)
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+    keys = (list(dict.fromkeys("+".join(resolve_sets(store, [b])) for b in backbones)) if backbones
+            else clean_sets(store))
     if not keys:
         raise StoreError(f"{store.path} holds no embeddings yet; run `fakedet extract` first")
     for key in keys:
-        store.require_complete(key, allow_partial)
+        for part in resolve_sets(store, [key]):
+            store.require_complete(part, allow_partial)
     rows = []
     for key in keys:
-        emb = store.load(key)
+        emb = load_sets(store, key)
         split, _ = assign_splits(emb.frame, val_size=val_size, test_size=test_size, random_state=random_state)
         for head in heads:
-            detector = train_detector(emb, split, head, preprocess=preprocess, random_state=random_state)
+            detector = train_detector(emb, split, head, preprocess=preprocess, random_state=random_state,
+                                      fusion=fusion)
             on = "test" if "test" in detector.metrics else "val"
             metrics = detector.metrics[on]
             rows.append({"backbone": key, "head": head, "scored": on, "n": metrics["n"],
@@ -184,6 +200,9 @@ def report(
     else:
         directory = find_model(model, cache)
         detector, name = Detector.load(directory), directory.name
+        if detector.fused:
+            raise ValueError(f"{name} is a fused model ({detector.key}): fused models are not supported by report "
+                             "yet; score it with `fakedet evaluate`")
         if data is None and not detector.training.get("store"):
             raise ValueError(f"model {directory} does not record the cache it was fit on; pass --data")
         store = find_store(data, cache) if data is not None else Store(detector.training["store"])

@@ -1,0 +1,106 @@
+"""Fusion of embedding sets: several sets of one dataset (two backbones, or one backbone at two
+settings) read as one, rows aligned by content id, and the head pipelines that read them.
+
+A fused candidate is named by its sets joined with ``+``: ``A+B`` (each part a backbone spec, key or
+key prefix; a name that is one set's key as a whole, e.g. a perturbed ``<key>+jpeg-q75``, stays one set).
+
+* ``fuse``: the rows of the content ids embedded in every set, in the first set's order, with the
+  columns of set 1, then set 2, ...; ids missing from a set are left out (counted per set).
+* ``head_pipeline``: how a head reads such rows, ``fusion`` one of ``FUSIONS``:
+
+  - ``concat``: each set's block preprocessed on its own (the head's preprocessing, e.g. standardised,
+    in a ``ColumnTransformer``), then one head on the concatenation;
+  - ``stack``: one head per set, P(fake) = the mean of their probabilities (a soft-voting
+    ``VotingClassifier``). Chosen over a ``StackingClassifier``: the heads already give calibrated
+    probabilities (logreg tuned on log loss, the SVMs sigmoid-calibrated), and a stacker would refit
+    every head on 5 more folds (logreg's own C search is 5 folds already) to learn weights that a small
+    validation split cannot pin down.
+
+Torch-free, like the heads.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import VotingClassifier
+from sklearn.pipeline import Pipeline
+
+from .backbone_config import BackboneConfig
+from .heads import get_head, make_head, preprocessing_steps
+from .store import Embeddings, Store, StoreError
+
+FUSIONS = ("concat", "stack")
+SET_FIELDS = ("key", "spec", "fingerprint", "identity", "config", "dim")  # what a fused set records of each part
+
+
+def resolve_sets(store: Store, names: list[str]) -> list[str]:
+    """Keys of the sets ``names`` name (each one set, or sets joined with ``+``), in order, each once."""
+    keys: list[str] = []
+    for name in names:
+        try:
+            keys.append(store.resolve_key(name))
+        except StoreError:
+            parts = name.split("+")
+            if len(parts) == 1:
+                raise
+            if not all(p.strip() for p in parts):
+                raise ValueError(f"{name!r}: name fused sets as A+B, each part a backbone spec, key or key prefix")
+            keys += [store.resolve_key(p.strip()) for p in parts]
+    return list(dict.fromkeys(keys))
+
+
+def members(emb: Embeddings) -> list[dict]:
+    """The attributes of every set ``emb`` reads (one dict with its key for a plain set)."""
+    if "sets" in emb.attrs:
+        return emb.attrs["sets"]
+    config = BackboneConfig.from_set_attrs(emb.attrs).to_dict()
+    return [{"key": emb.key, "spec": emb.attrs["spec"], "fingerprint": emb.fingerprint,
+             "identity": emb.attrs["identity"], "config": config, "dim": int(emb.X.shape[1])}]
+
+
+def fuse(parts: list[Embeddings]) -> Embeddings:
+    """One embedding set from several of one dataset, aligned by content id (see module docstring)."""
+    if len(parts) == 1:
+        return parts[0]
+    ids = parts[0].frame["id"]
+    for emb in parts[1:]:
+        ids = ids[ids.isin(emb.frame["id"])]
+    rows = [pd.Index(e.frame["id"]).get_indexer(ids) for e in parts]
+    X = np.concatenate([e.X[r] for e, r in zip(parts, rows)], axis=1)
+    sets = [m for e in parts for m in members(e)]
+    attrs = {"spec": "+".join(m["spec"] for m in sets), "fingerprint": "+".join(m["fingerprint"] for m in sets),
+             "identity": {}, "perturb": "", "sets": sets,
+             "dropped": {e.key: int(len(e.frame) - len(ids)) for e in parts}}
+    return Embeddings(X, parts[0].frame.iloc[rows[0]].reset_index(drop=True), "+".join(e.key for e in parts), attrs)
+
+
+def load_sets(store: Store, name: str, allow_partial: bool = True) -> Embeddings:
+    """Set ``name`` of ``store`` (a key, spec, prefix, or fused ``A+B``), fused when it names several;
+    a set still missing images of its table is refused unless ``allow_partial``."""
+    keys = resolve_sets(store, [name])
+    for key in keys:
+        store.require_complete(key, allow_partial)
+    return fuse([store.load(k) for k in keys])
+
+
+def head_pipeline(emb: Embeddings, head: str, params: dict | None = None, preprocess: str | None = None,
+                  random_state: int = 0, n_samples: int = 0, fusion: str = "concat") -> Pipeline:
+    """The unfitted pipeline of ``head`` for rows like ``emb``'s: ``make_head`` for one set, per-set
+    blocks for a fused one (see module docstring)."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+    if "sets" not in emb.attrs:
+        return make_head(head, params, preprocess, random_state, n_samples)
+    dims = [int(m["dim"]) for m in emb.attrs["sets"]]
+    columns = [c.tolist() for c in np.split(np.arange(sum(dims)), np.cumsum(dims)[:-1])]
+    names = [f"set{i}" for i in range(len(dims))]
+    if fusion == "stack":
+        voters = [(n, Pipeline([("block", ColumnTransformer([(n, "passthrough", c)])),
+                                *make_head(head, params, preprocess, random_state, n_samples).steps]))
+                  for n, c in zip(names, columns)]
+        return Pipeline([("fusion", VotingClassifier(voters, voting="soft"))])
+    pre = get_head(head).preprocess if preprocess is None else preprocess
+    blocks = ColumnTransformer([(n, Pipeline(preprocessing_steps(pre, random_state)) if preprocessing_steps(pre)
+                                 else "passthrough", c) for n, c in zip(names, columns)])
+    return Pipeline([("blocks", blocks), *make_head(head, params, "none", random_state, n_samples).steps])
