@@ -97,9 +97,14 @@ def matching_set(store: Store, fingerprint: str, prefer: str | None = None) -> s
     return keys[0] if keys else None
 
 
-def model_name(dataset: str, key: str, head: str) -> str:
-    """Default name of a model: ``<dataset>-<embedding set key>-<head>``."""
-    return f"{dataset}-{key}-{head}"
+def model_name(detector) -> str:
+    """Default name of a fitted ``Detector``: ``<dataset>-<embedding set key>-<head>``, datasets joined by ``+``
+    when it was fit on several, ``-aug`` appended when on augmented copies too, ``-stack`` for stacked fused sets."""
+    training = detector.training
+    dataset = "+".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
+    stacked = training.get("fusion", {}).get("mode") == "stack"
+    return (f"{dataset}-{detector.key}-{detector.head}" + ("-aug" if "augment" in training else "")
+            + ("-stack" if stacked else ""))
 
 
 def model_dir(name: str, cache: str | Path | None = None) -> Path:
@@ -132,9 +137,12 @@ def finetuned_checkpoint(name: str, cache: str | Path | None = None) -> Path:
     return path if path.suffix else finetune_dir(name, cache) / "best.pt"
 
 
-def describe(cache: str | Path | None = None) -> list[dict]:
+def describe(cache: str | Path | None = None, check: bool = False) -> list[dict]:
     """What each store in ``cache`` holds: path, source, image counts by split and label, embedding sets
-    and failures (``fakedet info``)."""
+    and failures (``fakedet info``); with ``check``, also ``problems``: what reading it whole found wrong
+    (``storecheck.check_store``)."""
+    from .storecheck import check_store
+
     found = []
     for path in cache_files(cache):
         store = Store(path)
@@ -147,5 +155,6 @@ def describe(cache: str | Path | None = None) -> list[dict]:
             "path": path, "source": store.attrs()["source"], "files": len(images),
             "distinct": images["id"].nunique() if not images.empty else 0, "counts": counts,
             "sets": sets[SET_COLUMNS] if not sets.empty else sets, "failures": store.failures(),
+            **({"problems": check_store(store)} if check else {}),
         })
     return found

@@ -11,7 +11,7 @@ import pandas as pd
 from . import __version__
 from .backbone_config import INTERPOLATION_NAMES, LAYERS, PRECISIONS, PRESETS, BackboneConfig
 from .backbones import BackboneError, list_backbones
-from .store import DEFAULT_CACHE, Store, StoreError
+from .store import DEFAULT_CACHE, StoreError
 
 
 class FakedetGroup(click.Group):
@@ -148,10 +148,9 @@ def info(failures, runtimes, check, cache):
 
     if runtimes:
         return show_runtimes(cache_root(cache))
-    stores = describe(cache)
+    stores = describe(cache, check=check)
     if not stores:
         click.echo(f"no caches in {cache_root(cache)}; run `fakedet extract DATA` first")
-    found_problems = False
     for found in stores:
         click.secho(f"{found['path']}  ({found['source']})", bold=True)
         if found["files"]:
@@ -164,38 +163,35 @@ def info(failures, runtimes, check, cache):
         if failures and len(bad):
             click.echo("  " + bad[["path", "reason"]].to_string(index=False).replace("\n", "\n  "))
         if check:
-            from .storecheck import check_store
-
-            problems = check_store(Store(found["path"]))
+            problems = found["problems"]
             click.echo("  check: " + ("ok" if not problems else "\n    ".join(["PROBLEMS", *problems])))
-            found_problems = found_problems or bool(problems)
-    if check and found_problems:
+    if any(found.get("problems") for found in stores):
         sys.exit(1)
 
 
 def show_runtimes(folder: Path) -> None:
     """Print the cached `--runtime auto` measurements under ``folder``, this machine's first."""
-    from .runtimes import machine, measurements
+    from .runtimes import machine, measurements_by_machine
 
-    table = measurements(folder)
-    if table.empty:
+    tables = measurements_by_machine(folder)
+    if not tables:
         click.echo(f"no runtime measurements in {folder}; `--runtime auto` measures on first use")
         return
     click.echo(f"this machine: {machine()}")
-    for (name, this), rows in table.sort_values("this", ascending=False).groupby(["machine", "this"], sort=False):
-        click.secho(("this machine" if this else name) + " (img/s, bare forward pass):", bold=True)
-        rows = rows.drop(columns=["machine", "this"]).dropna(axis=1, how="all")
+    for title, rows in tables.items():
+        click.secho(f"{title} (img/s, bare forward pass):", bold=True)
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             click.echo("  " + rows.to_string(index=False).replace("\n", "\n  "))
 
 
 @cli.command()
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="also write the list as CSV")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="also write the list (.csv or .json)")
 @quiet_option
 def scan(data, out, quiet):
     """List unreadable, duplicate and suspicious images in DATA (decodes every file)."""
     from .datasets import scan as run
+    from .tables import write_table
 
     problems = run(data, progress=not quiet)
     if problems.empty:
@@ -206,8 +202,7 @@ def scan(data, out, quiet):
         click.echo(f"{len(problems)} problems: " + ", ".join(
             f"{n} {k}" for k, n in problems["problem"].value_counts().items()))
     if out is not None:
-        problems.to_csv(out, index=False)
-        click.echo(f"written to {out}")
+        click.echo(f"written to {write_table(problems, out)}")
 
 
 @cli.command()
@@ -341,9 +336,7 @@ def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, 
     if detector.domain is not None:
         click.echo(f"out-of-domain flag: score > {detector.domain.threshold:.3f} "
                    f"(keeps {detector.domain.in_domain_rate:.1%} of val in domain)")
-    name = "+".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
-    suffix = ("-aug" if "augment" in training else "") + ("-stack" if fusion == "stack" and "fusion" in training else "")
-    directory = detector.save(out or model_dir(model_name(name, detector.key, head) + suffix, cache))
+    directory = detector.save(out or model_dir(model_name(detector), cache))
     click.echo(f"model saved to {directory} (threshold {detector.threshold:.4f} chosen on "
                f"{training['threshold_from']})")
 
@@ -366,47 +359,27 @@ def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, 
 @quiet_option
 def evaluate(model, data, split, key, perturb, out, checkpoint, device, runtime, batch_size, workers, cache, quiet):
     """Metrics of MODEL (folder or name) on a split of its data, under perturbations, or on other datasets."""
-    from .catalog import find_model
-    from .detector import Detector
     from .metrics import format_metrics
-    from .tables import to_markdown, write_table
-    from .scoring import evaluate as run
+    from .robustness import assess
+    from .tables import to_markdown
 
-    directory = find_model(model, cache)
-    detector = Detector.load(directory)
-    options = dict(split=split, cache=cache, checkpoint=checkpoint, device=device, runtime=runtime,
-                   batch_size=batch_size, workers=workers, progress=not quiet)
-    if perturb or len(data) > 1 or (detector.training.get("sources") and not data):
-        from .perturb import parse_perturbation
-        from .robustness import cross_evaluate, evaluate_perturbed
-
-        if perturb and len(data) > 1:
-            raise click.UsageError("--perturb works on one dataset at a time")
-        if perturb:
-            table = evaluate_perturbed(detector, [parse_perturbation(p) for p in perturb],
-                                       data[0] if data else None, **options)
-        else:
-            table = cross_evaluate(detector, list(data), **options)
-        click.echo(to_markdown(table))
-        if "out_of_domain" in table:
-            for row in table[table["out_of_domain"] > 0.5].itertuples():
-                warn_out_of_domain(row.evaluated, row.out_of_domain)
-        if out is not None:
-            write_table(table, out)
-            click.echo(f"table written to {out}")
-        return
-    result = run(detector, data[0] if data else None, key=key, **options)
-    click.secho(f"[{result.name}] {len(result.predictions)} images, threshold {detector.threshold:.4f}", bold=True)
-    if result.excluded:
-        click.echo(f"left out {result.excluded} images identical to ones the model was fit or tuned on")
-    click.echo(format_metrics(result.metrics))
-    if result.metrics.get("out_of_domain", 0) > 0.5:
-        warn_out_of_domain(result.name, result.metrics["out_of_domain"])
-    detector.metrics[result.name] = result.metrics
-    click.echo(f"metrics added to {detector.save_metrics(directory)}")
+    found = assess(model, data, perturb=perturb, split=split, key=key, cache=cache, checkpoint=checkpoint,
+                   device=device, runtime=runtime, batch_size=batch_size, workers=workers, progress=not quiet)
+    result = found.evaluation
+    if result is None:
+        click.echo(to_markdown(found.table))
+    else:
+        click.secho(f"[{result.name}] {len(result.predictions)} images, threshold {found.detector.threshold:.4f}", bold=True)
+        if result.excluded:
+            click.echo(f"left out {result.excluded} images identical to ones the model was fit or tuned on")
+        click.echo(format_metrics(result.metrics))
+    for name, share in found.out_of_domain():
+        warn_out_of_domain(name, share)
+    if result is not None:
+        click.echo(f"metrics added to {found.metrics_file}")
     if out is not None:
-        write_table(result.predictions, out)
-        click.echo(f"predictions written to {out}")
+        found.write(out)
+        click.echo(f"{'table' if result is None else 'predictions'} written to {out}")
 
 
 @cli.command()
@@ -450,8 +423,8 @@ def compare(data, backbone, fusion, head, val_size, test_size, seed, preprocess,
 @cache_option
 def curve(data, backbone, sizes, head, repeats, val_size, seed, out, cache):
     """Accuracy on NEW's val split against the number of labelled NEW images per class, with and without BASE."""
-    from .curve import label_curve, parse_sizes, plot_curve
-    from .tables import save_table, to_markdown
+    from .curve import label_curve, parse_sizes, save_curve
+    from .tables import to_markdown
 
     if len(data) > 2:
         raise click.UsageError("curve takes --data NEW and at most one --data BASE")
@@ -462,10 +435,7 @@ def curve(data, backbone, sizes, head, repeats, val_size, seed, out, cache):
     table = label_curve(data[0], data[1] if len(data) > 1 else None, backbone=backbone, sizes=sizes, head=head,
                         repeats=repeats, cache=cache, val_size=val_size, random_state=seed)
     click.echo(to_markdown(table))
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"curve-{Path(str(data[0])).stem}"
-    csv, md = save_table(table, out / name)
-    png = plot_curve(table, out / f"{name}.png", title=f"{Path(str(data[0])).stem}: labels needed")
+    csv, md, png = save_curve(table, out, Path(str(data[0])).stem)
     click.echo(f"written to {csv}, {md} and {png}")
 
 
@@ -514,7 +484,7 @@ def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, spli
              workers, out, cache, quiet):
     """Zero-shot CLIP baseline: score DATA with text prompts, report the same metrics as evaluate."""
     from .metrics import format_metrics
-    from .zeroshot import load_prompts, zeroshot as run
+    from .zeroshot import load_prompts, save_result, zeroshot as run
 
     chosen = load_prompts(prompts, list(real_prompt), list(fake_prompt))
     result = run(data, backbone, prompts=chosen, checkpoint=checkpoint, split=split, cache=cache, device=device,
@@ -522,9 +492,7 @@ def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, spli
     click.echo(f"zero-shot {backbone} on {result.name}")
     click.echo(format_metrics(result.metrics))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"backbone": backbone, "prompts": chosen, "metrics": result.metrics}, indent=2))
-        click.echo(f"written to {out}")
+        click.echo(f"written to {save_result(out, backbone, chosen, result)}")
 
 
 projection_options = options(  # how an embedding set is projected to 2-D (fakedet.project.ProjectionParams)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .heads import make_head
 from .metrics import binary_metrics
+from .tables import save_table
 from .training import weight_kwargs
 from .training_data import gather, source_weights
 
@@ -90,3 +91,10 @@ def plot_curve(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def save_curve(table: pd.DataFrame, folder: str | Path, dataset: str) -> tuple[Path, Path, Path]:
+    """Write ``curve-<dataset>.csv``, ``.md`` and ``.png`` (``plot_curve``) into ``folder``; returns the three."""
+    stem = Path(folder) / f"curve-{dataset}"
+    csv, md = save_table(table, stem)
+    return csv, md, plot_curve(table, stem.with_suffix(".png"), title=f"{dataset}: labels needed")

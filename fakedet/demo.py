@@ -59,7 +59,7 @@ def run_demo(root: str | Path, cache=None, progress: bool = True, echo=print) ->
     result = extract(root, "effnet-lite0", cache=cache, progress=progress)
     echo(result.summary())
     detector = fit(root, result.key, "logreg", cache=cache)
-    directory = detector.save(model_dir(model_name(result.store.stem, result.key, "logreg"), cache))
+    directory = detector.save(model_dir(model_name(detector), cache))
     echo(f"model (logreg, threshold chosen on val): {directory}")
     evaluation = evaluate(detector)
     echo(f"[{evaluation.name}]\n{format_metrics(evaluation.metrics)}")

@@ -4,20 +4,23 @@
 cached as its own embedding set, ``<key>+jpeg-q75``) and scores them with the same model and
 threshold. ``cross_evaluate`` scores one model on several datasets, one row per source, with
 real and fake recall apart: a detector that calls everything real scores 50% accuracy on a
-balanced set but 0% fake recall.
+balanced set but 0% fake recall. ``assess`` is ``fakedet evaluate``: a saved model scored in
+whichever of these ways its arguments ask for.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from .catalog import find_store
+from .catalog import find_model, find_store
 from .detector import Detector
 from .extract import extract
-from .perturb import Perturbation
-from .store import Store, per_id
+from .perturb import Perturbation, parse_perturbation
 from .scoring import Evaluation, backbone_for, evaluate, prediction_metrics
+from .store import Store, per_id
+from .tables import write_table
 
 COLUMNS = ["accuracy", "balanced_accuracy", "recall_real", "recall_fake", "roc_auc", "average_precision"]
 
@@ -79,3 +82,53 @@ def cross_evaluate(detector: Detector, datasets: list[str | Path], *, split: str
         rows.append(summary_row(result.name, result))
     return pd.DataFrame(rows)
 
+
+
+@dataclass
+class Assessment:
+    """What ``assess`` found for ``detector``: one ``evaluation`` (its metrics recorded in ``metrics_file``),
+    or a ``table`` with one row per perturbation or dataset."""
+
+    detector: Detector
+    evaluation: Evaluation | None = None
+    table: pd.DataFrame | None = None
+    metrics_file: Path | None = None
+
+    def out_of_domain(self, share: float = 0.5) -> list[tuple[str, float]]:
+        """(evaluated, share) of each row or evaluation where more than ``share`` of the images is flagged
+        out of the model's domain: verdicts there are not reliable."""
+        if self.table is not None:
+            rows = self.table if "out_of_domain" in self.table else self.table.iloc[:0]
+            return [(r.evaluated, r.out_of_domain) for r in rows.itertuples() if r.out_of_domain > share]
+        found = self.evaluation.metrics.get("out_of_domain", 0)
+        return [(self.evaluation.name, found)] if found > share else []
+
+    def write(self, out: str | Path) -> Path:
+        """The table, or the per-image predictions of the evaluation, as ``.csv`` or ``.json``."""
+        return write_table(self.table if self.table is not None else self.evaluation.predictions, out)
+
+
+def assess(model: str | Path, data: list[str | Path] | tuple = (), *, perturb: list[str] | tuple = (),
+           split: str | None = None, key: str | None = None, cache: str | Path | None = None,
+           **options) -> Assessment:
+    """Score a saved ``model`` (folder, or name under ``<cache>/models``) as ``fakedet evaluate`` does.
+
+    With ``perturb`` specs (e.g. ``["jpeg:q=75"]``, one dataset at most): ``evaluate_perturbed``. With several
+    ``data``, or none for a model fit on several datasets: ``cross_evaluate``. Otherwise one ``evaluate``
+    of ``data`` (default: the model's own; ``key`` picks an embedding set) whose metrics are added to the
+    model folder's metrics file. ``options``: checkpoint, device, runtime, batch_size, workers, progress.
+    """
+    data = list(data)
+    if perturb and len(data) > 1:
+        raise ValueError("--perturb works on one dataset at a time")
+    changes = [parse_perturbation(p) for p in perturb]  # bad specs fail before any work
+    directory = find_model(model, cache)
+    detector = Detector.load(directory)
+    options = {"split": split, "cache": cache, **options}
+    if changes:
+        return Assessment(detector, table=evaluate_perturbed(detector, changes, data[0] if data else None, **options))
+    if len(data) > 1 or (detector.training.get("sources") and not data):
+        return Assessment(detector, table=cross_evaluate(detector, data, **options))
+    result = evaluate(detector, data[0] if data else None, key=key, **options)
+    detector.metrics[result.name] = result.metrics
+    return Assessment(detector, evaluation=result, metrics_file=detector.save_metrics(directory))

@@ -236,3 +236,13 @@ def measurements(folder: str | Path) -> pd.DataFrame:
                          **{label: round(rate, 1) for label, rate in rates.items()},
                          "choice": max(rates, key=rates.get) if rates else ""})
     return pd.DataFrame(rows)
+
+
+def measurements_by_machine(folder: str | Path) -> dict[str, pd.DataFrame]:
+    """``measurements`` as one table per machine, this machine's first (titled ``this machine``)."""
+    table = measurements(folder)
+    if table.empty:
+        return {}
+    return {("this machine" if this else name): rows.drop(columns=["machine", "this"]).dropna(axis=1, how="all")
+            for (name, this), rows in table.sort_values("this", ascending=False).groupby(["machine", "this"],
+                                                                                        sort=False)}

@@ -98,3 +98,11 @@ def zeroshot(data: str | Path, spec: str, *, prompts: dict[str, list[str]] | Non
         raise ValueError(f"no labelled images in split {split!r} of {data}")
     metrics = binary_metrics(scored["label"], scored["p_fake"], threshold)
     return Evaluation(metrics, chosen, result.store.stem, split)
+
+
+def save_result(path: str | Path, spec: str, prompts: dict[str, list[str]], result: Evaluation) -> Path:
+    """The backbone, the prompts and the metrics of a ``zeroshot`` run as a JSON file; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"backbone": spec, "prompts": prompts, "metrics": result.metrics}, indent=2))
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from fakedet.catalog import find_model, find_store, model_dir
+from fakedet.catalog import find_model, find_store, model_dir, model_name
 from fakedet.detector import Detector, ModelMismatch, UntrustedModel
 from fakedet.training import train_detector
 from fakedet.workflow import compare, fit
@@ -98,7 +99,8 @@ def test_threshold_ignores_test_rows(cache):
 
 def test_save_writes_metrics_and_metadata_and_loads_back(cache, tmp_path):
     detector = fit(cache=cache, head="knn", params={"n_neighbors": 5}, cv=3)
-    directory = detector.save(model_dir(f"data-{detector.key}-knn", cache))
+    assert model_name(detector) == f"data-{detector.key}-knn"
+    directory = detector.save(model_dir(model_name(detector), cache))
     assert directory == cache / "models" / f"data-{detector.key}-knn"
     metrics = json.loads((directory / "metrics.json").read_text())
     assert set(metrics) == {"val", "test", "cv"} and metrics["cv"]["folds"] == 3
@@ -245,3 +247,10 @@ def test_logreg_tunes_its_regularisation_by_cross_validation(cache):
     assert tuned.params["C"] == "auto" and tuned.training["tuned"]["C"] in LOGREG_CS
     fixed = fit(cache=cache, head="logreg", params={"C": 0.5})
     assert "tuned" not in fixed.training and fixed.pipeline[-1].C == 0.5
+
+
+def test_model_name_joins_datasets_and_marks_augmented_fits():
+    one = SimpleNamespace(key="k1", head="mlp", training={"dataset": "a"})
+    both = SimpleNamespace(key="k1", head="mlp", training={"dataset": "a", "sources": [{"dataset": "a"}, {"dataset": "b"}],
+                                                             "augment": {"copies": 1}})
+    assert (model_name(one), model_name(both)) == ("a-k1-mlp", "a+b-k1-mlp-aug")

@@ -24,6 +24,7 @@ import torch
 from click.testing import CliRunner
 from conftest import encode_image, layout_files, make_image, truncated_jpeg, write_tree
 
+from fakedet.catalog import describe
 from fakedet.cli import cli
 from fakedet.datasets import discover
 from fakedet.store import Store
@@ -236,6 +237,8 @@ def test_info_check_names_what_is_wrong(tmp_path, good_cache):
         group.attrs["count"] = group["X"].shape[0] + 3
     output = run("info", "--check", "--cache", cache, code=1)
     assert "1 rows hold NaN or inf" in output and "count says" in output
+    (found,) = describe(cache, check=True)
+    assert any("1 rows hold NaN or inf" in p for p in found["problems"]) and "problems" not in describe(cache)[0]
 
 
 # --------------------------------------------------------------------------- incomplete embedding sets

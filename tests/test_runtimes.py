@@ -256,3 +256,14 @@ def test_predict_and_evaluate_take_the_runtime(tmp_path):
     scored = evaluate(detector, other, cache=tmp_path / "cache-eval", runtime="onnx", device="cpu")
     assert Store(tmp_path / "cache-eval" / "other.h5").load(detector.key).attrs["runtime"] == "onnx"
     assert scored.metrics["n"] == 4
+
+
+def test_measurements_by_machine_puts_this_machine_first(tmp_path):
+    book = {"other-box": {"k1": {"rates": {"torch/fp32": 10.0}, "measured": "then", "threads": 2}},
+            runtimes.machine(): {"k1": {"rates": {"torch/fp32": 20.0, "onnx/fp32": 30.0}, "measured": "now"}}}
+    (tmp_path / runtimes.MEASURE_FILE).write_text(json.dumps(book))
+    tables = runtimes.measurements_by_machine(tmp_path)
+    assert list(tables) == ["this machine", "other-box"]
+    assert tables["this machine"][["onnx/fp32", "choice"]].values.tolist() == [[30.0, "onnx/fp32"]]
+    assert "threads" not in tables["this machine"] and "onnx/fp32" not in tables["other-box"]
+    assert runtimes.measurements_by_machine(tmp_path / "none") == {}
