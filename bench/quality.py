@@ -25,7 +25,7 @@ from common import CIFAKE, ROOT, output_options, publish, require  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from fakedet.backbones import PRECISIONS  # noqa: E402
+from fakedet.backbone_config import PRECISIONS  # noqa: E402
 from fakedet.fusion import FUSIONS, fuse  # noqa: E402
 from fakedet.datasets import discover  # noqa: E402
 from fakedet.training import train_detector  # noqa: E402

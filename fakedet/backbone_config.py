@@ -22,6 +22,10 @@ MIN_SIZE, MAX_SIZE = 8, 2048  # bounds of --resize sizes: 0 is meaningless, 1000
 AUTO_SIZES = (128, 384)  # "auto" resize: the images' median short side rounded to 32 px, within these
 
 
+class BackboneError(RuntimeError):
+    """A backbone spec cannot be turned into a model (unknown name, weights unavailable...)."""
+
+
 def auto_resize(widths, heights) -> tuple[str, str]:
     """The resize for images of these sizes and why: their median short side rounded to a multiple of
     32 px, at least 128 (small images are upsampled: it helps on 32 px CIFAKE) and at most 384

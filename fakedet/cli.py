@@ -10,7 +10,8 @@ import pandas as pd
 
 from . import __version__
 from .backbone_config import INTERPOLATION_NAMES, LAYERS, PRECISIONS, PRESETS, BackboneConfig
-from .backbones import BackboneError, list_backbones
+from .backbone_config import BackboneError
+from .backbones import list_backbones
 from .store import DEFAULT_CACHE, StoreError
 
 

@@ -35,7 +35,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .backbones import Backbone, FeatureModel, create_backbone
+from .backbones import Backbone, create_backbone
+from .feature_models import FeatureModel
 from .catalog import finetune_dir, matching_set, run_name, source_store
 from .datasets import ImageSource, discover, open_source
 from .embedding import default_workers, embed_in_memory, image_loader

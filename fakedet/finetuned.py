@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .backbones import BackboneError, load_tensors
+from .backbone_config import BackboneError
+from .weights import load_tensors
 
 FORMAT = "fakedet-finetuned/1"
 GEOMETRY = ("size", "policy", "crop_pct", "interpolation")

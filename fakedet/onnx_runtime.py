@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones import Backbone, BackboneError
+from .backbone_config import BackboneError
+from .backbones import Backbone
 
 FORMAT = "fakedet-embedder/1"  # bump when the exported graph's inputs or outputs change
 OPSET = 18  # Resize with antialias (multi-scale features) needs 18

@@ -38,7 +38,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from .backbones import Backbone, Preprocess
+from .backbones import Backbone
+from .image_input import Preprocess
 from .datasets import ImageSource
 from .embedding import ImageBatches, run_batches
 from .perturb import Perturbation

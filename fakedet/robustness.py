@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .catalog import find_model, find_store
+from .catalog import find_model
 from .detector import Detector
 from .extract import extract
 from .perturb import Perturbation, parse_perturbation
-from .scoring import Evaluation, backbone_for, evaluate, prediction_metrics
-from .store import Store, per_id
+from .scoring import Evaluation, backbone_for, evaluate, model_store, prediction_metrics
+from .store import per_id
 from .tables import write_table
 
 COLUMNS = ["accuracy", "balanced_accuracy", "recall_real", "recall_fake", "roc_auc", "average_precision"]
@@ -39,7 +39,7 @@ def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], da
     ``options``: split, cache, checkpoint, device, runtime, batch_size, workers, progress (as for ``evaluate``).
     """
     clean = evaluate(detector, data, **options)
-    store = Store(detector.training["store"]) if data is None else find_store(data, options.get("cache"))
+    store = model_store(detector, data, options.get("cache"))
     source = store.attrs()["source"]
     if not Path(source).exists():
         raise FileNotFoundError(f"the images of {store.path} ({source}) are not there any more; "

@@ -30,7 +30,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .backbones import Backbone, BackboneError, resolve_precision
+from .backbone_config import BackboneError
+from .backbones import Backbone
+from .devices import resolve_precision
 from .onnx_runtime import ExportError, load_onnx, onnx_available, require_onnx
 
 RUNTIMES = ("auto", "torch", "compile", "onnx")

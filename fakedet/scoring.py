@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .backbone_config import BackboneError
 from .catalog import cache_root, find_store, matching_set, source_store
 from .datasets import SourceError, discover
 from .detector import Detector, EmbeddingSet, ModelMismatch
@@ -77,8 +78,6 @@ def missing_sets(store: Store, detector: Detector) -> list[EmbeddingSet]:
 
 def _made(backbone: Callable, member: EmbeddingSet, detector: Detector, source, store: Store):
     """``backbone()``, or ModelMismatch with the extract command when it cannot be made here."""
-    from .backbones import BackboneError
-
     try:
         return backbone()
     except BackboneError as err:
@@ -123,6 +122,15 @@ def embed_source(
 
 
 # --------------------------------------------------------------------------- evaluate
+
+
+def model_store(detector: Detector, data: str | Path | None = None, cache: str | Path | None = None) -> Store:
+    """The store ``data`` names (see ``find_store``), or with no ``data`` the one the model was fit on."""
+    if data is not None:
+        return find_store(data, cache)
+    if not detector.training.get("store"):
+        raise ValueError(f"model {detector.key}/{detector.head} does not record the cache it was fit on; pass --data")
+    return Store(detector.training["store"])
 
 
 def training_stores(detector: Detector) -> set[Path]:
@@ -192,7 +200,7 @@ def evaluate(
     """
     if split not in (None, "train", "val", "test", "all"):
         raise ValueError(f"split must be train, val, test or all, not {split!r}")
-    store = Store(detector.training["store"]) if data is None else find_store(data, cache)
+    store = model_store(detector, data, cache)
     own = store.path.resolve() in training_stores(detector)
     if key is not None:
         emb = load_sets(store, key)

@@ -18,9 +18,9 @@ from .fusion import FUSIONS, load_sets, resolve_sets
 from .heads import HEADS, get_head
 from .metrics import binary_metrics
 from .perturb import augmentations
-from .scoring import evaluate, model_set
+from .scoring import evaluate, model_set, model_store, training_stores
 from .splits import assign_splits
-from .store import Store, StoreError
+from .store import StoreError
 from .training import cross_validate, split_counts, train_detector
 from .training_data import add_augmented, gather, source_weights
 
@@ -203,15 +203,13 @@ def report(
         if detector.fused:
             raise ValueError(f"{name} is a fused model ({detector.key}): fused models are not supported by report "
                              "yet; score it with `fakedet evaluate`")
-        if data is None and not detector.training.get("store"):
-            raise ValueError(f"model {directory} does not record the cache it was fit on; pass --data")
-        store = find_store(data, cache) if data is not None else Store(detector.training["store"])
+        store = model_store(detector, data, cache)
         key = store.resolve_key(backbone) if backbone else model_set(store, detector)
         if key is None:
             raise ValueError(f"{store.path} holds no embeddings of the model's backbone; extract them with:\n  "
                              + detector.extract_command())
         store.require_complete(key, allow_partial)  # before the evaluation
-        own = Path(detector.training.get("store", "")).resolve() == store.path.resolve()
+        own = store.path.resolve() in training_stores(detector)
         if split is None and own:
             split = "test" if "test" in detector.metrics else "val"
         result = model_result(detector, evaluate(detector, store.path, split=split, key=key), own)

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import BackboneError, create_backbone, load_clip_model
+from .backbone_config import BackboneError
+from .backbone_families import load_clip_model
+from .backbones import create_backbone
 from .scoring import Evaluation
 from .extract import extract
 from .metrics import binary_metrics, choose_threshold

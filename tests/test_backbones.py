@@ -12,9 +12,10 @@ import torch
 from conftest import make_image
 from safetensors.torch import save_file
 
-from fakedet.backbones import (
-    BackboneError, Preprocess, create_backbone, load_clip_model, parse_resize, parse_scales, short_spec,
-)
+from fakedet.backbone_config import BackboneError, parse_resize, parse_scales, short_spec
+from fakedet.backbone_families import load_clip_model
+from fakedet.backbones import create_backbone
+from fakedet.image_input import Preprocess
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from fakedet.catalog import find_model, find_store, model_dir, model_name
 from fakedet.detector import Detector, ModelMismatch, UntrustedModel
 from fakedet.training import train_detector
 from fakedet.workflow import compare, fit
-from fakedet.scoring import backbone_for, evaluate
+from fakedet.scoring import backbone_for, evaluate, model_store
 from fakedet.heads import HEADS, LOGREG_CS
 from fakedet.metrics import choose_threshold
 from fakedet.splits import assign_splits
@@ -254,3 +254,14 @@ def test_model_name_joins_datasets_and_marks_augmented_fits():
     both = SimpleNamespace(key="k1", head="mlp", training={"dataset": "a", "sources": [{"dataset": "a"}, {"dataset": "b"}],
                                                              "augment": {"copies": 1}})
     assert (model_name(one), model_name(both)) == ("a-k1-mlp", "a+b-k1-mlp-aug")
+
+
+def test_model_store_is_the_named_data_or_the_models_own(cache):
+    detector = fit(cache=cache, head="logreg", params={"C": 1.0})
+    assert model_store(detector).path == (cache / "data.h5").resolve()
+    assert model_store(detector, "data", cache).path == cache / "data.h5"
+    with pytest.raises(StoreError, match="neither a dataset"):
+        model_store(detector, "elsewhere", cache)
+    detector.training.pop("store")
+    with pytest.raises(ValueError, match="pass --data"):
+        model_store(detector)

@@ -15,7 +15,10 @@ from safetensors.torch import save_file
 from fakedet import finetune as ft
 from fakedet.catalog import run_name
 from fakedet.finetuned import FORMAT, read_checkpoint
-from fakedet.backbones import BackboneError, ClipFeatures, TimmFeatures, create_backbone, load_clip_model
+from fakedet.backbone_config import BackboneError
+from fakedet.backbone_families import load_clip_model
+from fakedet.backbones import create_backbone
+from fakedet.feature_models import ClipFeatures, TimmFeatures
 from fakedet.cli import cli
 from fakedet.datasets import decode_image, discover, open_source
 from fakedet.extract import extract

@@ -9,7 +9,8 @@ import torch
 from click.testing import CliRunner
 from conftest import layout_files, write_tree
 
-from fakedet.backbones import BackboneError, load_clip_model
+from fakedet.backbone_config import BackboneError
+from fakedet.backbone_families import load_clip_model
 from fakedet.cli import cli
 from fakedet.store import Store
 from fakedet.zeroshot import DEFAULT_PROMPTS, load_prompts, text_classifier, zero_shot_scores, zeroshot
