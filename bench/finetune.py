@@ -23,41 +23,31 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CIFAKE, ROOT, output_options, publish, require  # noqa: E402
+from common import CIFAKE, ROOT, median_time, output_options, publish, require  # noqa: E402
 
 from fakedet.backbones import create_backbone  # noqa: E402
 from fakedet.datasets import discover  # noqa: E402
 from fakedet.tables import to_markdown  # noqa: E402
 from fakedet.extract import extract  # noqa: E402
-from fakedet.finetune import Classifier, FinetuneConfig, finetune, training_items  # noqa: E402
+from fakedet.finetune import FinetuneConfig, finetune  # noqa: E402
+from fakedet.finetune_data import training_items  # noqa: E402
 from fakedet.heads import make_head  # noqa: E402
 from fakedet.metrics import binary_metrics  # noqa: E402
 from fakedet.store import Store  # noqa: E402
+from fakedet.train_speed import random_batch, training_step  # noqa: E402
 
 SCORES = ("accuracy", "balanced_accuracy", "roc_auc")
 
 
 def step_seconds(spec: str, size: int, batch: int = 64, steps: int = 4) -> float:
-    """Median seconds of a training step (forward, backward, AdamW) on random images, after one warm-up."""
+    """Median seconds of ``finetune``'s training step on random images, after one warm-up."""
     backbone = create_backbone(spec, resize=str(size))
-    model = Classifier(backbone.model, backbone.dim).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    x, y = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8), torch.randint(0, 2, (batch,)).float()
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        with backbone.autocast():
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(backbone.to_input(x)).float(), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times[1:]))
+    step, (x, y) = training_step(backbone), random_batch(backbone, batch)
+    step(x, y)
+    return median_time(lambda: step(x, y), steps)
 
 
 def logreg_on_val(store: Store, key: str, items: pd.DataFrame, seed: int) -> dict:

@@ -583,7 +583,8 @@ def report(data, backbone, model, split, mistakes, out, allow_partial, cache, n_
               help="backbone lr multiplier per parameter group below the top (1 = none)")
 @click.option("--weight-decay", type=click.FloatRange(0), default=0.05)
 @click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=0.1,
-              help="fraction of the steps with linear warm-up (then cosine decay)")
+              help="fraction of the steps whose learning rates rise linearly from 0, at least 20 steps and at "
+                   "most half of them (then cosine decay; 0 = none)")
 @click.option("--clip-grad", type=click.FloatRange(0), default=1.0, help="gradient norm clipping (0 = off)")
 @click.option("--freeze", type=click.IntRange(0), default=0,
               help="freeze the first N parameter groups (stem, then stages / transformer blocks)")
@@ -601,6 +602,9 @@ def report(data, backbone, model, split, mistakes, out, allow_partial, cache, n_
                    "as to fit/compare, so the fine-tune never trains on their val/test images)")
 @click.option("--seed", type=int, default=0, help="random_state of splits, subset, augmentation and training")
 @options(PRECISION, DEVICE, WORKERS)
+@click.option("--train-runtime", type=click.Choice(["auto", "eager", "compile"]), default="auto",
+              help="training step engine: auto = eager at the precision measured fastest here (with --precision "
+                   "auto; cached per machine), compile = torch.compile (minutes to compile, for long runs)")
 @click.option("--resume/--restart", default=True,
               help="continue an interrupted run with the same configuration, or discard it and start over")
 @cache_option
@@ -608,8 +612,10 @@ def report(data, backbone, model, split, mistakes, out, allow_partial, cache, n_
 def finetune(data, name, out, image_size, seed, device, workers, resume, cache, quiet, **kw):
     """Fine-tune a whole backbone plus a linear head on DATA; the result is a new backbone.
 
-    Starts from a logistic regression on the frozen embeddings, keeps the epoch with the lowest
-    validation loss and resumes after an interruption. Then e.g.
+    Starts from a logistic regression on the frozen embeddings (the linear probe), warms the
+    learning rates up from 0 so the first steps keep the probe's loss, keeps the epoch with the
+    lowest validation loss -- the probe itself when no epoch beats it -- and resumes after an
+    interruption. Then e.g.
     `fakedet extract DATA --backbone finetuned:<name>`.
     """
     from .finetune import finetune as run

@@ -25,6 +25,7 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -148,7 +149,7 @@ def candidates(backbone: Backbone, free: bool) -> list[tuple[str, str]]:
     return pairs
 
 
-def _measure_key(backbone: Backbone, batch_size: int) -> str:
+def measure_key(backbone: Backbone, batch_size: int) -> str:
     """The backbone's identity without precision (the candidates share it), plus the batch size."""
     identity = {k: v for k, v in backbone.identity.items() if k != "precision"}
     digest = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=8).hexdigest()
@@ -160,25 +161,35 @@ def choose(backbone: Backbone, folder: str | Path, free: bool, batch_size: int) 
     pairs = candidates(backbone, free)
     if len(pairs) == 1:
         return (*pairs[0], f"auto: {'/'.join(pairs[0])} is the only candidate here")
-    path = Path(folder) / MEASURE_FILE
-    book = _read(path)
-    entry = book.get(machine(), {}).get(_measure_key(backbone, batch_size))
     labels = [f"{r}/{p}" for r, p in pairs]
+    entry = cached_rates(Path(folder) / MEASURE_FILE, measure_key(backbone, batch_size), labels,
+                         lambda: measure(backbone, pairs, batch_size, Path(folder)))
+    best, reason = fastest(entry, labels)
+    return (*best.split("/"), reason)
+
+
+def fastest(entry: dict, labels: list[str]) -> tuple[str, str]:
+    """The label of ``labels`` with the highest rate in a ``cached_rates`` entry, and the reason to show."""
+    rates = {label: entry["rates"][label] for label in labels}
+    best = max(rates, key=rates.get)
+    others = ", ".join(f"{k} {v:.0f}" for k, v in rates.items() if k != best)
+    return best, f"auto: {best} {rates[best]:.0f} img/s (measured {entry['measured']}; {others})"
+
+
+def cached_rates(path: Path, key: str, labels: list[str], measure_now: Callable[[], dict]) -> dict:
+    """This machine's entry ``{measured, threads, rates}`` for ``key`` in the JSON book ``path``;
+    ``measure_now()`` (label -> rate) runs and is saved when the entry lacks one of ``labels``."""
+    entry = _read(path).get(machine(), {}).get(key)
     if entry is None or not set(labels) <= set(entry["rates"]):
-        rates = measure(backbone, pairs, batch_size, Path(folder))
         entry = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                 "threads": torch.get_num_threads(), "rates": rates}
+                 "threads": torch.get_num_threads(), "rates": measure_now()}
         book = _read(path)  # another process may have written meanwhile
-        book.setdefault(machine(), {})[_measure_key(backbone, batch_size)] = entry
+        book.setdefault(machine(), {})[key] = entry
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         partial.write_text(json.dumps(book, indent=1, sort_keys=True))
         os.replace(partial, path)
-    rates = {label: entry["rates"][label] for label in labels}
-    best = max(rates, key=rates.get)
-    runtime, precision = best.split("/")
-    others = ", ".join(f"{k} {v:.0f}" for k, v in rates.items() if k != best)
-    return runtime, precision, f"auto: {best} {rates[best]:.0f} img/s (measured {entry['measured']}; {others})"
+    return entry
 
 
 def measure(backbone: Backbone, pairs: list[tuple[str, str]], batch_size: int, folder: Path,

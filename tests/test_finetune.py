@@ -13,6 +13,8 @@ from conftest import layout_files, make_image, write_tree
 from safetensors.torch import save_file
 
 from fakedet import finetune as ft
+from fakedet import finetune_data, finetune_probe, finetune_train, train_speed
+from fakedet.finetune_run import RUN_FILES
 from fakedet.catalog import run_name
 from fakedet.finetuned import FORMAT, read_checkpoint
 from fakedet.backbone_config import BackboneError
@@ -69,12 +71,13 @@ def test_training_lowers_loss_and_beats_chance(setup):
     assert result.best_epoch in (1, 2) and best["val_loss"] == min(h["val_loss"] for h in history[1:])
     assert best["val_accuracy"] >= 0.75 and best["val_roc_auc"] > 0.8
     assert all(h["images"] == 32 and h["images_per_second"] > 0 for h in history[1:])
-    for name in ft.RUN_FILES:
+    for name in RUN_FILES:
         assert (result.run_dir / name).is_file(), name
     saved = json.loads((result.run_dir / "history.json").read_text())
     assert len(saved["steps"]) == 4 and saved["epochs"][-1]["epoch"] == 2  # 2 full batches per epoch
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["preprocess"]["size"] == 32 and config["precision"] == "fp32"
+    assert config["train_runtime"] == "eager" and "asked for" in result.settings
     assert "best epoch" in result.summary() and "linear probe" in result.summary()
 
 
@@ -147,6 +150,45 @@ def test_resume_continues_after_interruption(setup, monkeypatch):
         ft.finetune(setup["data"], out_dir=run_dir, **{**kw, "epochs": 3})
 
 
+def _probe_train_loss(setup, run_dir) -> float:
+    """The linear probe's log loss on the run's training images, computed here from the frozen backbone."""
+    items = pd.read_csv(run_dir / "splits.csv")
+    train = items[items["split"] == "train"]
+    src = open_source(setup["data"])
+    X = setup["base"].embed_images([decode_image(src.read(p)) for p in train["path"]])
+    head = finetune_probe.probe_head(X, train["label"].to_numpy(), 0)
+    with torch.no_grad():
+        p_fake = torch.sigmoid(head(torch.from_numpy(X))).squeeze(1).numpy()
+    return binary_metrics(train["label"].to_numpy(), p_fake)["log_loss"]
+
+
+def test_first_steps_never_break_the_probe(setup):
+    """Default schedule, 1 epoch of 2 steps... 10 epochs of 2 steps: the loss of the first steps stays at the
+    probe's (the learning rates rise from 0), where a 2-step warm-up at full rate sent it far above."""
+    kw = {**FAST, "checkpoint": str(setup["weights"]), "epochs": 10, "lr": 2e-3,
+          "cache": setup["cache"]}
+    result = ft.finetune(setup["data"], out_dir=setup["tmp"] / "gentle", **kw)
+    steps = json.loads((result.run_dir / "history.json").read_text())["steps"]
+    probe = _probe_train_loss(setup, result.run_dir)
+    assert result.history[0]["train_loss"] == pytest.approx(probe, rel=1e-3)
+    assert len(steps) == 20 and max(steps[:6]) < probe + 0.1, (probe, steps)
+
+
+def test_probe_is_the_fallback_when_training_breaks(setup):
+    kw = {**FAST, "checkpoint": str(setup["weights"]), "epochs": 2, "lr": 10.0, "head_lr": 10.0,
+          "warmup": 0.0, "cache": setup["cache"]}
+    result = ft.finetune(setup["data"], out_dir=setup["tmp"] / "sabotaged", **kw)
+    probe = result.history[0]
+    assert all(h["val_loss"] > probe["val_loss"] for h in result.history[1:])  # lr 10 ruined every epoch
+    assert result.best_epoch == 0 and "best.pt is the probe" in result.summary()
+    saved = read_checkpoint(result.checkpoint)
+    assert saved["epoch"] == 0 and saved["metrics"]["val_loss"] == probe["val_loss"]
+    base = setup["base"].model.state_dict()
+    assert all(torch.equal(saved["backbone"][k], base[k].cpu()) for k in base)  # the unchanged backbone
+    tuned = create_backbone(str(result.checkpoint), precision="fp32", device="cpu")
+    assert tuned.dim == setup["base"].dim
+
+
 def test_cli_finetune(setup):
     args = ["finetune", "--data", str(setup["data"]), "--backbone", "timm:test_convnext",
             "--checkpoint", str(setup["weights"]), "--image-size", "32", "--epochs", "1", "--batch-size", "32",
@@ -180,19 +222,19 @@ def test_clip_tower_with_frozen_stem(tiny_clip, tmp_path):
 def test_layer_ids_and_param_groups(tiny_clip):
     torch.manual_seed(0)
     effnet = TimmFeatures(timm.create_model("test_efficientnet", num_classes=0), (0.5,) * 3, (0.5,) * 3, "final")
-    ids = ft.layer_ids(effnet)
+    ids = finetune_train.layer_ids(effnet)
     assert ids["conv_stem.weight"] == 0 and ids["blocks.0.0.conv.weight"] == 1
     assert ids["conv_head.weight"] == max(ids.values()) > ids["blocks.3.0.conv_pw.weight"] == 4
     clip = ClipFeatures(load_clip_model(f"{tiny_clip}:random").visual, (0.5,) * 3, (0.5,) * 3, "final")
-    ids = ft.layer_ids(clip)
+    ids = finetune_train.layer_ids(clip)
     assert ids["conv1.weight"] == ids["positional_embedding"] == 0
     assert ids["transformer.resblocks.0.attn.in_proj_weight"] == 1
     assert ids["proj"] == ids["ln_post.weight"] == ids["transformer.resblocks.1.attn.in_proj_weight"] == 2  # neck
 
-    model = ft.Classifier(effnet, effnet.trunk.num_features)
+    model = finetune_train.Classifier(effnet, effnet.trunk.num_features)
     cfg = ft.FinetuneConfig(lr=1e-3, head_lr=1e-2, layer_decay=0.5, freeze=2, weight_decay=0.1)
-    groups = ft.param_groups(model, cfg)
-    top = max(ft.layer_ids(effnet).values())
+    groups = finetune_train.param_groups(model, cfg)
+    top = max(finetune_train.layer_ids(effnet).values())
     assert not model.features.trunk.conv_stem.weight.requires_grad  # groups 0 and 1 frozen
     assert not model.features.trunk.blocks[0][0].conv.weight.requires_grad
     by_param = {id(p): g for g in groups for p in g["params"]}
@@ -204,14 +246,14 @@ def test_layer_ids_and_param_groups(tiny_clip):
     assert by_param[id(model.head.weight)]["lr"] == 1e-2
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="parameter groups"):
-        ft.param_groups(model, ft.FinetuneConfig(freeze=top + 1))
+        finetune_train.param_groups(model, ft.FinetuneConfig(freeze=top + 1))
 
 
 def test_probe_head_equals_logistic_regression():
     rng = np.random.default_rng(0)
     X = rng.normal(3, [0.01, 1, 10, 5], (200, 4)).astype(np.float32)
     y = (X[:, 1] + rng.normal(0, 1, 200) > 3).astype(int)
-    head = ft.probe_head(X, y, random_state=0)
+    head = finetune_probe.probe_head(X, y, random_state=0)
     expected = make_head("logreg", random_state=0).fit(X, y).predict_proba(X)[:, 1]
     with torch.no_grad():
         got = torch.sigmoid(head(torch.from_numpy(X))).squeeze(1).numpy()
@@ -222,19 +264,19 @@ def test_training_items_use_the_heads_splits(tmp_path):
     data = write_tree(tmp_path / "d", layout_files({"real": 50, "fake": 50}, size=8))
     everything = per_id(discover(data, progress=False))
     split = pd.Series(assign_splits(everything)[0], index=everything["id"])
-    items = ft.training_items(data, progress=False)
+    items = finetune_data.training_items(data, progress=False)
     assert len(items) == 100 and (items["split"].to_numpy() == split.loc[items["id"]].to_numpy()).all()
-    subset = ft.training_items(data, limit=20, progress=False)
+    subset = finetune_data.training_items(data, limit=20, progress=False)
     assert len(subset) == 20 and (subset["split"].to_numpy() == split.loc[subset["id"]].to_numpy()).all()
     assert subset.groupby(["split", "label"]).size().to_dict() == {("train", 0): 8, ("train", 1): 8,
                                                                    ("val", 0): 2, ("val", 1): 2}
-    assert subset.equals(ft.training_items(data, limit=20, progress=False))  # seeded
-    assert not set(subset["id"]) == set(ft.training_items(data, limit=20, random_state=1, progress=False)["id"])
+    assert subset.equals(finetune_data.training_items(data, limit=20, progress=False))  # seeded
+    assert not set(subset["id"]) == set(finetune_data.training_items(data, limit=20, random_state=1, progress=False)["id"])
 
 
 def test_augment_is_seeded_and_optional():
     image = make_image("smooth", (40, 30), seed=0)
-    augment = ft.Augment(blur_jpeg=1.0, crop_scale=0.5, flip=True)
+    augment = finetune_data.Augment(blur_jpeg=1.0, crop_scale=0.5, flip=True)
     torch.manual_seed(0)
     a = [np.asarray(augment(image)) for _ in range(4)]
     torch.manual_seed(0)
@@ -242,20 +284,50 @@ def test_augment_is_seeded_and_optional():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert len({x.shape for x in a}) > 1 and all(x.shape[0] <= 30 and x.shape[1] <= 40 for x in a)
     assert all(x.size >= 0.4 * 40 * 30 * 3 for x in a)
-    assert np.array_equal(np.asarray(ft.Augment(0.0, 1.0, False)(image)), np.asarray(image))
+    assert np.array_equal(np.asarray(finetune_data.Augment(0.0, 1.0, False)(image)), np.asarray(image))
 
 
-def test_warmup_cosine_schedule():
-    factor = ft.warmup_cosine(100, 0.1)
-    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
-    assert factor(10) == pytest.approx(1.0) and factor(55) == pytest.approx(0.5) and factor(100) == pytest.approx(0)
-    assert all(factor(s) >= factor(s + 1) for s in range(10, 100))
-    assert ft.warmup_cosine(10, 0.0)(0) == 1.0
+def test_warmup_rises_from_zero_over_at_least_min_steps():
+    factor = finetune_train.warmup_cosine(1000, 0.1)  # 100 warm-up steps
+    assert factor(0) == 0 and factor(50) == pytest.approx(0.5) and factor(100) == pytest.approx(1.0)
+    assert factor(550) == pytest.approx(0.5) and factor(1000) == pytest.approx(0)
+    assert all(factor(s) < factor(s + 1) for s in range(100)) and all(factor(s) >= factor(s + 1) for s in range(100, 1000))
+    steps = finetune_train.warmup_steps
+    assert steps(12, 0.1) == 6  # a 1,000-image, 1-epoch run: half its steps, not int(1.2) = 1 (no warm-up at all)
+    assert steps(100, 0.1) == finetune_train.MIN_WARMUP and steps(10_000, 0.1) == 1000
+    assert steps(100, 0.0) == 0 and finetune_train.warmup_cosine(10, 0.0)(0) == 1.0
 
 
 def test_default_name_and_config_checks():
     assert run_name("clip:ViT-B-32:/x/y/w.pt", "cifake.v2") == "clip_ViT-B-32_w-cifake_v2"
     assert run_name("effnet-lite0", "cifake-train") == "effnet-lite0-cifake-train"
-    for bad in ({"epochs": 0}, {"crop_scale": 0}, {"blur_jpeg": 1.5}, {"layer_decay": 0}, {"bn_stats": "x"}):
+    for bad in ({"epochs": 0}, {"crop_scale": 0}, {"blur_jpeg": 1.5}, {"layer_decay": 0}, {"bn_stats": "x"},
+                {"train_runtime": "onnx"}):
         with pytest.raises(ValueError):
             ft.FinetuneConfig(**bad)
+
+
+def test_training_step_settings_measured_once_per_machine(tmp_path, monkeypatch):
+    weights = tmp_path / "convnext.safetensors"
+    save_file(timm.create_model("test_convnext", pretrained=False).state_dict(), str(weights))
+    backbone = create_backbone("timm:test_convnext", checkpoint=weights, resize="32", precision="fp32", device="cpu")
+    calls = []
+    real = train_speed.measure
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_speed, "measure", counted)
+    runtime, precision, reason = train_speed.choose_training(backbone, "auto", tmp_path, free=True, batch_size=4)
+    book = json.loads((tmp_path / train_speed.MEASURE_FILE).read_text())
+    (rates,) = [entry["rates"] for entries in book.values() for entry in entries.values()]
+    assert set(rates) == {"eager/fp32", "eager/bf16"} and all(r > 0 for r in rates.values())
+    assert f"{runtime}/{precision}" == max(rates, key=rates.get) and reason.startswith("auto:") and len(calls) == 1
+    assert train_speed.choose_training(backbone, "auto", tmp_path, free=True, batch_size=4)[:2] == (runtime, precision)
+    assert len(calls) == 1  # cached for this machine and backbone
+    assert train_speed.choose_training(backbone, "auto", tmp_path, free=False, batch_size=4)[:2] == ("eager", "fp32")
+    assert backbone.precision == "fp32" and len(calls) == 1  # a precision asked for is kept, nothing measured
+    before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    train_speed.training_step(backbone)(*train_speed.random_batch(backbone, 4))
+    assert all(torch.equal(before[k], v) for k, v in backbone.model.state_dict().items())  # a copy trained

@@ -1,0 +1,49 @@
+"""The fine-tuning configuration: everything that shapes the trained weights (see ``fakedet.finetune``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TRAIN_RUNTIMES = ("auto", "eager", "compile")
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that shapes the trained weights; a run resumes only with an identical config.
+
+    ``warmup``: fraction of the steps whose learning rates rise linearly from 0 (at least
+    ``MIN_WARMUP`` steps, at most half of them; 0 = none).
+    ``train_runtime``: engine of the training step, see ``fakedet.train_speed``.
+    """
+
+    backbone: str = "effnet-lite0"
+    checkpoint: str | None = None
+    image_size: int | None = 128
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 2e-4
+    head_lr: float = 1e-3
+    layer_decay: float = 1.0
+    weight_decay: float = 0.05
+    warmup: float = 0.1
+    clip_grad: float = 1.0
+    freeze: int = 0
+    bn_stats: str = "frozen"
+    flip: bool = True
+    crop_scale: float = 0.6
+    blur_jpeg: float = 0.5
+    limit: int | None = None
+    val_size: float = 0.2
+    test_size: float = 0.0
+    random_state: int = 0
+    precision: str = "auto"
+    train_runtime: str = "auto"
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.freeze < 0:
+            raise ValueError("epochs and batch_size must be at least 1, freeze at least 0")
+        if not (0 < self.crop_scale <= 1 and 0 <= self.blur_jpeg <= 1 and 0 <= self.warmup < 1):
+            raise ValueError("crop_scale must be in (0, 1], blur_jpeg in [0, 1], warmup in [0, 1)")
+        if not 0 < self.layer_decay <= 1 or self.bn_stats not in ("frozen", "train"):
+            raise ValueError("layer_decay must be in (0, 1], bn_stats 'frozen' or 'train'")
+        if self.train_runtime not in TRAIN_RUNTIMES:
+            raise ValueError(f"train_runtime must be one of {', '.join(TRAIN_RUNTIMES)}, not {self.train_runtime!r}")

@@ -1,0 +1,67 @@
+"""What fine-tuning trains on: the heads' splits of a dataset (``training_items``) and the training
+augmentation (``Augment``: blur + JPEG of Wang et al., CVPR 2020, random resized crop, flip)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from PIL import Image
+from sklearn.model_selection import train_test_split
+
+from .datasets import ImageSource, discover
+from .perturb import Perturbation
+from .splits import assign_splits
+from .store import per_id
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation of a decoded image: blur (sigma U(0, 3)) and JPEG re-compression
+    (quality U{30..100}), each with probability ``blur_jpeg``, then a random resized crop
+    (area U(crop_scale, 1), aspect 3/4..4/3) and a horizontal flip. Randomness from torch, so
+    DataLoader seeding makes it reproducible."""
+
+    blur_jpeg: float = 0.5
+    crop_scale: float = 0.6
+    flip: bool = True
+
+    def __call__(self, image: Image.Image, image_id: str | None = None) -> Image.Image:
+        """A fresh random draw on every call (``image_id`` is not used: training draws anew each epoch)."""
+        if torch.rand(()) < self.blur_jpeg:
+            image = Perturbation("blur", 3 * float(torch.rand(())))(image)
+        if torch.rand(()) < self.blur_jpeg:
+            image = Perturbation("jpeg", int(torch.randint(30, 101, ())))(image)
+        if self.crop_scale < 1:
+            image = _random_crop(image, self.crop_scale)
+        if self.flip and torch.rand(()) < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return image
+
+
+def _random_crop(image: Image.Image, min_area: float) -> Image.Image:
+    w, h = image.size
+    area = float(torch.empty(()).uniform_(min_area, 1.0))
+    ratio = math.exp(float(torch.empty(()).uniform_(math.log(3 / 4), math.log(4 / 3))))
+    cw, ch = min(w, max(1, round(w * math.sqrt(area * ratio)))), min(h, max(1, round(h * math.sqrt(area / ratio))))
+    left, top = int(torch.randint(0, w - cw + 1, ())), int(torch.randint(0, h - ch + 1, ()))
+    return image.crop((left, top, left + cw, top + ch))
+
+
+def training_items(source: str | Path | ImageSource, *, limit: int | None = None, val_size: float = 0.2,
+                   test_size: float = 0.0, random_state: int = 0, progress: bool = True) -> pd.DataFrame:
+    """Train and val rows (one per content id) of ``source`` with the heads' split of the whole
+    dataset, optionally a seeded subset of ``limit`` stratified by split and label."""
+    frame = discover(source, progress=progress)
+    items = per_id(frame[frame["error"] == ""])
+    items["split"], _ = assign_splits(items, val_size=val_size, test_size=test_size, random_state=random_state)
+    items = items[items["split"].isin(["train", "val"])]
+    if limit is not None and limit < len(items):
+        strata = items["split"] + items["label"].astype(str)
+        items, _ = train_test_split(items, train_size=limit, stratify=strata, random_state=random_state)
+    for split in ("train", "val"):
+        if items.loc[items["split"] == split, "label"].nunique() < 2:
+            raise ValueError(f"the {split} split needs both real and fake images")
+    return items.sort_values("path").reset_index(drop=True)[["id", "path", "split", "label"]]
