@@ -1,0 +1,4 @@
+"""``python -m fakedet.cli``."""
+from . import main
+
+main()
