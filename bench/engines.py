@@ -4,8 +4,8 @@ Each engine embeds the same ``--n`` images and a ``--small`` subset of them into
 (a Ray run starts and stops its own local Ray instance, as ``fakedet extract --engine ray`` does).
 From the two wall-clock times: throughput after start-up = (n - small) / (t(n) - t(small)), and
 start-up overhead = t(small) - small / throughput (Ray: instance start, actor start, model load).
-Each Ray actor gets ``cores / workers`` CPUs (torch threads; the engine's default on a local
-instance, which keeps one more logical CPU for the decoding tasks), the local engine's model all
+Each Ray actor gets ``cores / workers`` CPUs (torch threads; a local instance started by the
+engine keeps one more logical CPU for the decoding tasks), the local engine's model all
 cores with its default decoding workers. Both run the forward pass in torch (the Ray actors' runtime;
 ``--runtime onnx`` is local-engine only), so the comparison is of the engines, not the runtimes.
 
@@ -14,6 +14,7 @@ cores with its default decoding workers. Both run the forward pass in torch (the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -58,8 +59,9 @@ def main() -> None:
     backbone = create_backbone(args.backbone)
     engines = {"local engine (DataLoader workers)": None}
     for workers in (1, 2):
-        engine = RayEngine(num_workers=workers)  # the default: the cores shared by the actors
-        engines[f"Ray engine, {workers} actor{'s' * (workers > 1)} x {engine.cpus_per_worker:g} CPU"] = engine
+        cpus = max(1, (os.cpu_count() or 1) // workers)  # the cores shared by the actors (one more for decoding)
+        engines[f"Ray engine, {workers} actor{'s' * (workers > 1)} x {cpus} CPU"] = RayEngine(
+            num_workers=workers, cpus_per_worker=cpus)
     rows = []
     for name, engine in engines.items():
         t_small = timed(args.data, backbone, small, args.batch_size, engine)

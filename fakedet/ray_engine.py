@@ -121,12 +121,9 @@ class RayEngine:
     address: str | None = None
     num_workers: int = 1
     gpus_per_worker: float = 0.0
-    cpus_per_worker: float | None = None  # None: a local instance's cores shared by the actors, else 1
+    cpus_per_worker: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.cpus_per_worker is None:
-            local = self.address in (None, "", "local")
-            self.cpus_per_worker = float(max(1, (os.cpu_count() or 1) // self.num_workers)) if local else 1.0
         if self.num_workers < 1 or self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
             raise RayEngineError("--num-workers must be >= 1, --gpus-per-worker >= 0, --cpus-per-worker > 0")
         _ray()
@@ -141,7 +138,6 @@ class RayEngine:
         try:
             if self.address in (None, "", "local"):
                 # enough logical CPUs for the actors plus at least one decoding task, so the pipeline cannot stall
-                # (like the local engine's decoding worker beside a model using every core)
                 cpus = max(os.cpu_count() or 1, int(np.ceil(self.num_workers * self.cpus_per_worker)) + 1)
                 ray.init(num_cpus=cpus, _node_ip_address="127.0.0.1", **quiet)
             else:

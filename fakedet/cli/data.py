@@ -53,8 +53,8 @@ def backbone_config(backbone: str, kw: dict) -> BackboneConfig:
 @click.option("--address", default=None, help="[ray] auto or ray://HOST:PORT to join a cluster [default: start a local one]")
 @click.option("--num-workers", type=click.IntRange(1), default=1, help="[ray] embedding actors (one model each)")
 @click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, help="[ray] GPUs per embedding actor")
-@click.option("--cpus-per-worker", type=click.FloatRange(0, min_open=True), default=None,
-              help="[ray] CPUs (torch threads) per embedding actor [default: local Ray: cores / workers; cluster: 1]")
+@click.option("--cpus-per-worker", type=click.FloatRange(0, min_open=True), default=1.0,
+              help="[ray] CPUs (torch threads) per embedding actor")
 @cache_option
 @quiet_option
 def extract(data, backbone, device, runtime, batch_size, workers, dtype, engine, address, num_workers,
