@@ -419,17 +419,17 @@ def test_killed_table_rewrites_leave_a_readable_store(tmp_path):
 
 
 WORKER = textwrap.dedent("""
-    import multiprocessing, threading
+    import multiprocessing, os, threading
     from fakedet.embedding import worker_init
 
     def child():
         worker_init(0)
+        print(os.getpid(), flush=True)  # only once the worker is set up: the test kills the parent then
         threading.Event().wait()  # blocks until killed
 
     if __name__ == "__main__":
         process = multiprocessing.get_context("fork").Process(target=child)
         process.start()
-        print(process.pid, flush=True)
         threading.Event().wait()
 """)
 
