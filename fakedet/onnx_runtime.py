@@ -110,7 +110,7 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         # idle threads sleep instead of spinning, leaving the cores to the decoding workers between ops
-        # (measured: `fakedet extract` 5-8% faster on 2 cores, bench/extract.py)
+        # (measured on 2 cores: `fakedet extract` 3-5% faster; BENCHMARKS.md, Extraction)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
