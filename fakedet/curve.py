@@ -34,10 +34,11 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def label_curve(new: str | Path, base: str | Path | None = None, *, backbone: str | None = None,
-                sizes: list[int] = (10, 50, 200, 550), head: str = "logreg", repeats: int = 3,
-                cache: str | Path | None = None, val_size: float = 0.2, random_state: int = 0) -> pd.DataFrame:
+                sizes: list[int] = (10, 50, 200, 550), head: str = "logreg", params: dict | None = None,
+                repeats: int = 3, cache: str | Path | None = None, val_size: float = 0.2, random_state: int = 0) -> pd.DataFrame:
     """One row per (size, variant): mean and std over ``repeats`` of NEW-val accuracy, balanced accuracy
-    and ROC-AUC; ``n_new`` is the number of NEW training images actually drawn per class."""
+    and ROC-AUC; ``n_new`` is the number of NEW training images actually drawn per class. ``params``:
+    the head's parameters, as for ``fit``."""
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
     data = gather([new] if base is None else [new, base], backbone, cache, val_size=val_size,
@@ -59,7 +60,7 @@ def label_curve(new: str | Path, base: str | Path | None = None, *, backbone: st
                 drawn = np.concatenate([rng.choice(p, min(size, len(p)), replace=False) for p in pool.values()])
                 train = np.concatenate([drawn, extra])
                 weights = source_weights(source[train]) if len(extra) else None
-                pipeline = make_head(head, random_state=random_state, n_samples=len(train))
+                pipeline = make_head(head, params, random_state=random_state, n_samples=len(train))
                 pipeline.fit(X[train], y[train], **weight_kwargs(pipeline, head, weights, len(train)))
                 p = pipeline.predict_proba(X[val])[:, list(pipeline.classes_).index(1)]
                 scores.append(binary_metrics(y[val], p, 0.5))

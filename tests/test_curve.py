@@ -40,3 +40,5 @@ def test_cli_curve_writes_table_and_plot(tmp_path):
     assert "| 20 |" in out.output
     bad = CliRunner().invoke(cli, ["curve", "--data", str(new.path), "--sizes", "1,2"])
     assert bad.exit_code == 2 and "at least 5" in bad.output
+    unknown = CliRunner().invoke(cli, ["curve", "--data", str(new.path), "-b", KEY, "-p", "bogus=1"])
+    assert unknown.exit_code == 2 and "has no parameter bogus" in unknown.output   # -p reaches the head

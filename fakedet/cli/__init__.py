@@ -66,6 +66,7 @@ RUNTIME = click.option("--runtime", type=click.Choice(["auto", "torch", "compile
 ALLOW_PARTIAL = click.option("--allow-partial", is_flag=True,
                               help="use an embedding set that is still missing images (extraction running or "
                                    "interrupted) [default: refuse it]")
+ENGINE = options(DEVICE, RUNTIME, BATCH_SIZE, WORKERS)  # how images not cached yet are embedded
 VAL_SIZE = click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
                         help="validation fraction (of train when the dataset has split folders)")
 
@@ -83,8 +84,7 @@ def data_option(f):
 
 
 run_options = options(  # for embedding images not cached yet, with a model's backbone
-    checkpoint_option("local weights file, if the model's backbone was made from one"), DEVICE, RUNTIME, BATCH_SIZE,
-    WORKERS,
+    checkpoint_option("local weights file, if the model's backbone was made from one"), ENGINE,
 )
 
 

@@ -7,7 +7,7 @@ import click
 
 from ..backbones import list_backbones
 from . import (
-    BATCH_SIZE, DEVICE, PRECISION, RUNTIME, VAL_SIZE, WORKERS, cache_option, checkpoint_option, cli, options,
+    BATCH_SIZE, DEVICE, ENGINE, PRECISION, VAL_SIZE, WORKERS, cache_option, checkpoint_option, cli, options,
     quiet_option,
 )
 
@@ -21,7 +21,7 @@ from . import (
 @click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help='JSON file {"real": [...], "fake": [...]}')
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all")
-@options(DEVICE, RUNTIME, BATCH_SIZE, WORKERS)
+@ENGINE
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write the metrics as JSON")
 @cache_option

@@ -10,7 +10,7 @@ import pandas as pd
 from ..backbone_config import INTERPOLATION_NAMES, LAYERS, PRESETS, BackboneConfig
 from ..backbones import list_backbones
 from . import (
-    BATCH_SIZE, DEVICE, PRECISION, RUNTIME, WORKERS, cache_option, checkpoint_option, cli, options, quiet_option,
+    ENGINE, PRECISION, cache_option, checkpoint_option, cli, options, quiet_option,
 )
 
 
@@ -33,7 +33,7 @@ backbone_options = options(  # pick a backbone and how images are fed to it
         click.option("--scales", default=None,
                      help="also embed the input resized by these factors and concatenate, e.g. 1,0.5 "
                           "[default: the preset's]"),
-        PRECISION, DEVICE, RUNTIME, BATCH_SIZE, WORKERS,
+        PRECISION, ENGINE,
 )
 
 

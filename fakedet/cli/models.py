@@ -8,7 +8,7 @@ import click
 import pandas as pd
 
 from . import (
-    ALLOW_PARTIAL, BATCH_SIZE, DEVICE, HEAD_NAMES, RUNTIME, VAL_SIZE, WORKERS, cache_option, cli, data_option,
+    ALLOW_PARTIAL, ENGINE, HEAD_NAMES, VAL_SIZE, cache_option, cli, data_option,
     options, quiet_option, run_options,
 )
 
@@ -50,6 +50,10 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
     return params
 
 
+PARAM = click.option("--param", "-p", multiple=True,
+                     help="head parameter NAME=VALUE (value read as JSON), repeatable")
+
+
 @cli.command()
 @click.option("--data", "-d", multiple=True,
               help="dataset folder/zip, .h5 cache file or dataset name; repeat to fit on several datasets "
@@ -59,7 +63,7 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
                    "with +: -b A+B) to fuse several sets of the data, aligned by content id")
 @FUSION
 @click.option("--head", default="logreg", help=f"classifier head: {HEAD_NAMES}")
-@click.option("--param", "-p", multiple=True, help="head parameter NAME=VALUE (value read as JSON), repeatable")
+@PARAM
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="JSON file with an object of head parameters (--param wins)")
 @fit_options
@@ -75,10 +79,7 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="model folder [default: <cache>/models/<dataset>-<key>-<head>]")
 @ALLOW_PARTIAL
-@DEVICE
-@RUNTIME
-@BATCH_SIZE
-@WORKERS
+@ENGINE
 @cache_option
 @quiet_option
 def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies,
@@ -201,13 +202,14 @@ def compare(data, backbone, fusion, head, val_size, test_size, seed, preprocess,
 @click.option("--backbone", "-b", default=None, help="embedding set of NEW: spec, key or key prefix")
 @click.option("--sizes", default="10,50,200,550", show_default=True, help="labelled NEW images per class")
 @click.option("--head", default="logreg", show_default=True, help=f"classifier head: {HEAD_NAMES}")
+@PARAM
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True, help="seeded draws per size")
 @VAL_SIZE
 @click.option("--seed", type=int, default=0, help="random_state of the split and the draws")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
               help="folder for curve-<new>.csv, .md and .png")
 @cache_option
-def curve(data, backbone, sizes, head, repeats, val_size, seed, out, cache):
+def curve(data, backbone, sizes, head, param, repeats, val_size, seed, out, cache):
     """Accuracy on NEW's val split against the number of labelled NEW images per class, with and without BASE."""
     from ..curve import label_curve, parse_sizes, save_curve
     from ..tables import to_markdown
@@ -219,7 +221,8 @@ def curve(data, backbone, sizes, head, repeats, val_size, seed, out, cache):
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--sizes") from None
     table = label_curve(data[0], data[1] if len(data) > 1 else None, backbone=backbone, sizes=sizes, head=head,
-                        repeats=repeats, cache=cache, val_size=val_size, random_state=seed)
+                        params=parse_params(param, None), repeats=repeats, cache=cache, val_size=val_size,
+                        random_state=seed)
     click.echo(to_markdown(table))
     csv, md, png = save_curve(table, out, Path(str(data[0])).stem)
     click.echo(f"written to {csv}, {md} and {png}")
