@@ -9,6 +9,7 @@ Splits (seeded, grouped by content id): 60% train / 20% val (threshold, out-of-d
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -25,8 +26,8 @@ from fakedet.extract import extract  # noqa: E402
 from fakedet.perturb import parse_perturbation  # noqa: E402
 from fakedet.robustness import evaluate_perturbed  # noqa: E402
 from fakedet.tables import to_markdown  # noqa: E402
+from fakedet.scoring import evaluate  # noqa: E402
 from fakedet.workflow import fit  # noqa: E402
-from fakedet.scoring import evaluate
 
 PERTURB = ["jpeg:q=75", "blur:sigma=1", "resize:0.5"]
 
@@ -45,21 +46,25 @@ def main() -> None:
     parser.add_argument("--resize", default="128")
     parser.add_argument("--scales", default="1,0.5")
     parser.add_argument("--head", default="logreg")
+    parser.add_argument("--param", "-p", action="append", default=[],
+                        help="head parameter NAME=VALUE (JSON value), repeatable; e.g. C=0.1 skips logreg's C search")
     parser.add_argument("--augment", action="append", default=None,
                         help="augmentation spec, repeatable [default: jpeg:q=30-95, blur:sigma=0-2, resize:0.5-1]")
     parser.add_argument("--copies", type=int, default=1)
-    parser.add_argument("--sizes", default="10,50,200,440", help="faces labels per class for the curve")
+    parser.add_argument("--sizes", default="10,50,200,440",
+                        help="faces labels per class for the curve ('' skips the curve)")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache" / "bench-beyond")
     output_options(parser, "Beyond the training set (augmentation, out-of-domain flag, two datasets)")
     args = parser.parse_args()
     require(CIFAKE), require(FACES)
     augment = args.augment or ["jpeg:q=30-95", "blur:sigma=0-2", "resize:0.5-1"]
+    params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
     settings = dict(layers=args.layers, resize=args.resize, scales=args.scales, progress=False)
     cache = args.cache / f"n{args.n}"
     frame = subset(discover(CIFAKE, progress=False), args.n)
     cifake, t_cifake = timed(extract, CIFAKE, args.backbone, frame=frame, cache=cache, **settings)
     faces, t_faces = timed(extract, FACES, args.backbone, cache=cache, **settings)
-    split = dict(val_size=0.2, test_size=0.2, random_state=0)
+    split = dict(val_size=0.2, test_size=0.2, random_state=0, params=params)
     plain, t_plain = timed(fit, cifake.store, cifake.key, args.head, **split)
     augmented, t_aug_first = timed(fit, cifake.store, cifake.key, args.head, augment=augment, copies=args.copies,
                                    **split)
@@ -69,8 +74,8 @@ def main() -> None:
               for name, model in (("no augmentation", plain), (f"--augment {' '.join(augment)}", augmented))}
     faces_flagged = evaluate(plain, faces.store, split="all").metrics
     both, t_both = timed(fit, [cifake.store, faces.store], cifake.key, args.head, balance="sources", **split)
-    curve = label_curve(faces.store, cifake.store, backbone=cifake.key,
-                        sizes=[int(s) for s in args.sizes.split(",")], head=args.head, repeats=3)
+    curve = label_curve(faces.store, cifake.store, backbone=cifake.key, sizes=[int(s) for s in args.sizes.split(",")],
+                        head=args.head, params=params, repeats=3) if args.sizes else None
 
     rows = []
     for name, table in robust.items():
@@ -83,7 +88,8 @@ def main() -> None:
     datasets = [s["dataset"] for s in both.training["sources"]]
     body = "\n\n".join([
         f"CIFAKE: {len(frame)} train images (stratified subset, seed 0), faces140k-dev: all 1,100; "
-        f"{args.backbone} --layers {args.layers} --resize {args.resize} --scales {args.scales}, head {args.head}. "
+        f"{args.backbone} --layers {args.layers} --resize {args.resize} --scales {args.scales}, head {args.head} "
+        f"{' '.join(f'-p {p}' for p in args.param)}. "
         f"Extraction {t_cifake:.0f} s (CIFAKE subset) and {t_faces:.0f} s (faces).",
         "### Augmentation (CIFAKE test split; accuracy at the val threshold)\n\n" + to_markdown(
             pd.DataFrame(rows)),
@@ -102,9 +108,9 @@ def main() -> None:
             f"| {d} | {both.metrics[d + '/test']['accuracy']:.2%} | {both.metrics[d + '/test']['balanced_accuracy']:.2%} "
             f"| {both.metrics[d + '/test']['roc_auc']:.4f} |" for d in datasets)
         + f"\n\nfit {t_both:.1f} s",
+    ] + ([] if curve is None else [
         "### Labels faces need (faces val, 3 seeded draws per size)\n\n" + to_markdown(
-            curve[["per_class", "variant", "accuracy", "balanced_accuracy", "balanced_accuracy_std", "roc_auc"]]),
-    ])
+            curve[["per_class", "variant", "accuracy", "balanced_accuracy", "balanced_accuracy_std", "roc_auc"]])]))
     publish(args, body)
 
 

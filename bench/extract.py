@@ -19,6 +19,7 @@ import copy
 import io
 import json
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,11 +133,8 @@ def features_table(name: str, args, frame, archive, folder: Path) -> tuple[list[
             finally:
                 store.unlink(missing_ok=True)
         seconds = median_time(run, args.repeats)
-
-        def median(values):
-            return sorted(values)[len(values) // 2]
-        loop = median([sum(r.seconds[k] for k in ("read", "model", "write")) for r in results])
-        waiting = median([r.seconds["read"] for r in results])
+        loop = statistics.median(sum(r.seconds[k] for k in ("read", "model", "write")) for r in results)
+        waiting = statistics.median(r.seconds["read"] for r in results)
         return n / loop, waiting, results[-1].runtime.split(" (")[0], seconds - loop
 
     rows = [f"| {name} | bare forward, {label} | {rate:.1f} | {rate / ceiling:.0%} | | |"
