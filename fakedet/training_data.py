@@ -77,7 +77,7 @@ def gather(data: list[str | Path | None], backbone: str | list[str] | None = Non
                 raise ModelMismatch(
                     f"{store.path} holds no embeddings with the settings of {member['key']} (fingerprint "
                     f"{member['fingerprint'][:12]}); datasets fit together must share them. Extract with:\n  "
-                    f"fakedet extract {store.attrs().get('source', 'DATA')} "
+                    f"fakedet extract {store.attrs().get('source', 'DATA')} --cache {store.path} "
                     f"{BackboneConfig.from_set_attrs(member).options()}")
             keys.append(key)
         parts.append(load_sets(store, "+".join(keys), allow_partial))

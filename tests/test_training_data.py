@@ -51,8 +51,9 @@ def test_two_datasets_in_one_model_split_per_dataset_and_grouped_by_content(tmp_
 def test_datasets_with_other_settings_are_refused_with_the_command(tmp_path):
     a = make_store(tmp_path / "a.h5", n=60)
     b = make_store(tmp_path / "b.h5", n=60, fingerprint="e" * 32, key="effnet-lite0.resize64-eeeeeeeeeeee")
-    with pytest.raises(ModelMismatch, match="fakedet extract .* --backbone effnet-lite0"):
+    with pytest.raises(ModelMismatch, match="fakedet extract .* --backbone effnet-lite0") as refused:
         fit([a.path, b.path], KEY)
+    assert f"--cache {b.path} " in str(refused.value)   # the command embeds into the store that was refused
     with pytest.raises(ValueError, match="named twice"):
         fit([a.path, a.path], KEY)
     with pytest.raises(ValueError, match="sample weights"):
