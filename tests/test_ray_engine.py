@@ -3,6 +3,7 @@ as the local engine, a killed worker retried, a killed driver resumed exactly; b
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -14,11 +15,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import encode_image, make_image, write_tree
+from conftest import encode_image, make_image, write_tree, write_zip
 from shards import write_shards
+from test_extract import BLOCKING_CLI, wait_for
 
 from fakedet.cli import cli
-from fakedet.datasets import discover
+from fakedet.datasets import ImageSource, discover
 from fakedet.extract import extract
 from fakedet.store import Store
 
@@ -49,6 +51,23 @@ def same_store(a: Path, b: Path, key: str) -> None:
     np.testing.assert_allclose(np.stack([xb[k] for k in xa]), np.stack(list(xa.values())), atol=1e-4)
     fa, fb = (s.failures().sort_values("id", ignore_index=True) for s in (sa, sb))
     assert fa.equals(fb)
+
+
+def test_decoding_tasks_reuse_the_open_archive_of_their_process(tmp_path):
+    """Each Ray task gets a freshly unpickled source; the worker process keeps the first, so a zip's table
+    of contents is read once per process, not once per batch."""
+    from fakedet.image_input import Preprocess
+    from fakedet.ray_engine import decode_batch
+
+    files = {f"real/{i}.png": encode_image(make_image("smooth", 16, seed=i), "PNG") for i in range(4)}
+    zipped = write_zip(tmp_path / "d.zip", files)
+    preprocess = Preprocess(size=16, policy="resize")
+    first, second = (pickle.loads(pickle.dumps(ImageSource(zipped))) for _ in range(2))
+    for source in (first, second):
+        out = decode_batch({"id": np.array(["a", "b"]), "path": np.array(["real/0.png", "real/1.png"])}, source,
+                           preprocess, None, (3, 16, 16))
+        assert list(out["reason"]) == ["", ""] and out["pixels"].any()
+    assert first._zip is not None and second._zip is None     # the second task read through the first's archive
 
 
 @pytest.mark.ray
@@ -131,11 +150,17 @@ def test_a_killed_ray_worker_is_retried(big, cluster, tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_driver_loses_only_uncommitted_batches(big, cluster, tmp_path):
-    proc, store_file = ray_driver_running(big.data, tmp_path, cluster)
+    """The driver blocks while writing its third batch and is killed there: two batches are kept."""
+    marker = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, str(BLOCKING_CLI), "--writes", str(marker), "2", "extract",
+                             str(big.data), "--cache", str(tmp_path), "--engine", "ray", "--address", cluster,
+                             "--batch-size", "8", *CLI_FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(marker, proc)
     proc.kill()
     proc.communicate(timeout=60)
+    store_file = tmp_path / f"{big.data.name}.h5"
     kept = Store(store_file).load(big.local.key)
-    assert 8 <= len(kept.X) < 400 and kept.frame["id"].is_unique
+    assert len(kept.X) == 16 and kept.frame["id"].is_unique
     rerun = extract(big.data, "effnet-lite0", cache=tmp_path, batch_size=8, engine=RayEngine(), **FAST)
     assert (rerun.n_cached_before, rerun.n_embedded) == (len(kept.X), 400 - len(kept.X))
     final = Store(store_file).load(big.local.key)
