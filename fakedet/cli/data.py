@@ -51,7 +51,8 @@ def backbone_config(backbone: str, kw: dict) -> BackboneConfig:
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               help="local: this process and its decoding workers; ray: Ray tasks decode, an actor pool embeds")
 @click.option("--address", default=None, help="[ray] auto or ray://HOST:PORT to join a cluster [default: start a local one]")
-@click.option("--num-workers", type=click.IntRange(1), default=1, help="[ray] embedding actors (one model each)")
+@click.option("--num-workers", type=click.IntRange(1), default=1,
+              help="[ray] embedding actors (one model each; on one CPU-only machine, one per core measured fastest)")
 @click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, help="[ray] GPUs per embedding actor")
 @click.option("--cpus-per-worker", type=click.FloatRange(0, min_open=True), default=1.0,
               help="[ray] CPUs (torch threads) per embedding actor")
