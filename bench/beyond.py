@@ -9,17 +9,18 @@ Splits (seeded, grouped by content id): 60% train / 20% val (threshold, out-of-d
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
+import click
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import CIFAKE, FACES, ROOT, output_options, publish, require  # noqa: E402
 from quality import subset  # noqa: E402
 
+from fakedet.cli.models import parse_params  # noqa: E402
 from fakedet.curve import label_curve  # noqa: E402
 from fakedet.datasets import discover  # noqa: E402
 from fakedet.extract import extract  # noqa: E402
@@ -65,7 +66,10 @@ def main() -> None:
     args = parser.parse_args()
     require(CIFAKE), require(FACES)
     augment = args.augment or ["jpeg:q=30-95", "blur:sigma=0-2", "resize:0.5-1"]
-    params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    try:
+        params = parse_params(tuple(args.param), None)
+    except click.BadParameter as err:
+        parser.error(err.message)
     settings = dict(layers=args.layers, resize=args.resize, scales=args.scales, progress=False)
     cache = args.cache / f"n{args.n}"
     frame = subset(discover(CIFAKE, progress=False), args.n)

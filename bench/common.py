@@ -16,6 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CIFAKE = SHARED_DATA / "cifake-train.zip"
 FACES = SHARED_DATA / "faces140k-dev.zip"
+#: feature sets compared by the extraction benchmarks: the backbone's own 224 px final embedding, and
+#: the README's recommended features (every block at 128 + 64 px)
+FEATURES = {
+    "default": {},
+    "recommended": {"layers": "blocks", "resize": "128", "scales": "1,0.5"},
+}
 
 
 def machine() -> str:

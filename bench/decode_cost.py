@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CIFAKE, require  # noqa: E402
+from common import CIFAKE, FEATURES, require  # noqa: E402
 
 from fakedet.backbones import create_backbone  # noqa: E402
 from fakedet.datasets import decode_image  # noqa: E402
 
-FEATURES = {"default": {}, "recommended": {"layers": "blocks", "resize": "128", "scales": "1,0.5"}}
 
 
 def per_image_ms(fn, items) -> tuple[float, list]:

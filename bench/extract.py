@@ -29,17 +29,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CIFAKE, median_time, output_options, publish, require  # noqa: E402
+from common import CIFAKE, FEATURES, median_time, output_options, publish, require  # noqa: E402
 
 from fakedet.backbones import create_backbone  # noqa: E402
 from fakedet.datasets import decode_image, discover  # noqa: E402
 from fakedet.extract import extract  # noqa: E402
 from fakedet.runtimes import candidates, compiler_missing, machine, use_runtime  # noqa: E402
 
-FEATURES = {
-    "default": {},
-    "recommended": {"layers": "blocks", "resize": "128", "scales": "1,0.5"},
-}
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 

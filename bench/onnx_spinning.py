@@ -14,12 +14,11 @@ from pathlib import Path
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CIFAKE, require  # noqa: E402
+from common import CIFAKE, FEATURES, require  # noqa: E402
 
 from fakedet.datasets import discover  # noqa: E402
 from fakedet.extract import extract  # noqa: E402
 
-FEATURES = {"default": {}, "recommended": {"layers": "blocks", "resize": "128", "scales": "1,0.5"}}
 _session_init = ort.InferenceSession.__init__
 
 
