@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .backbones import create_backbone
+from .backbone_config import BackboneConfig
+from .backbones import create_backbone, resolve_spec
 from .catalog import cache_root, finetune_dir, run_name
 from .datasets import open_source
 from .embedding import default_workers, image_loader
@@ -26,6 +27,7 @@ from .finetune_config import FinetuneConfig
 from .finetune_data import Augment, training_items
 from .finetune_probe import probe_embeddings, probe_head, probe_loss
 from .finetune_run import prepare_run, run_config, save_best, save_progress
+from .finetuned import base_of
 from .finetune_train import Classifier, TrainStep, param_groups, train_epoch, validate, warmup_cosine, warmup_steps
 from .train_speed import choose_training
 
@@ -99,7 +101,10 @@ def finetune(
     spec = f"finetuned:{name}" if by_name else str(run_dir / "best.pt")
     torch.manual_seed(cfg.random_state)
     backbone = create_backbone(cfg.backbone, checkpoint=cfg.checkpoint, precision=cfg.precision, device=device,
-                               resize=str(cfg.image_size) if cfg.image_size else "backbone")
+                               resize=str(cfg.image_size) if cfg.image_size else "backbone", cache=cache)
+    base = (cfg.backbone, cfg.checkpoint)
+    if backbone.family == "finetuned":  # tuning a fine-tune: record its architecture, so best.pt stands alone
+        base = base_of(resolve_spec(BackboneConfig(spec=cfg.backbone), cache)[2])
     runtime, backbone.precision, settings = choose_training(backbone, cfg.train_runtime, cache_root(cache),
                                                             free=cfg.precision == "auto", batch_size=cfg.batch_size)
     state = prepare_run(run_dir, run_config(cfg, src, backbone, runtime), resume)
@@ -127,7 +132,7 @@ def finetune(
                  "warmup_steps": warmup_steps(n_steps * cfg.epochs, cfg.warmup),
                  **validate(model, backbone, **validation)}
         state = {"epoch": 0, "best_epoch": 0, "best_loss": probe["val_loss"], "steps": [], "history": [probe]}
-        save_best(model, backbone, cfg, 0, probe, run_dir)  # the fallback until an epoch beats it
+        save_best(model, backbone, base, 0, probe, run_dir)  # the fallback until an epoch beats it
         save_progress(state, run_dir)
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(n_steps * cfg.epochs, cfg.warmup))
@@ -146,7 +151,7 @@ def finetune(
         state["epoch"] = epoch
         if state["history"][-1]["val_loss"] < state["best_loss"]:
             state.update(best_epoch=epoch, best_loss=state["history"][-1]["val_loss"])
-            save_best(model, backbone, cfg, epoch, state["history"][-1], run_dir)
+            save_best(model, backbone, base, epoch, state["history"][-1], run_dir)
         save_progress(state, run_dir, model=model, optimizer=optimizer, scheduler=scheduler, scaler=step.scaler)
     model.eval()
     return FinetuneResult(name, run_dir, spec, state["best_epoch"], state["history"], resumed_from,

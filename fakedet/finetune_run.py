@@ -27,10 +27,11 @@ from .store import versions
 RUN_FILES = ("config.json", "splits.csv", "best.pt", "last.pt", "history.json", "curve.png")
 
 
-def save_best(model: Classifier, backbone: Backbone, cfg: FinetuneConfig, epoch: int, metrics: dict,
+def save_best(model: Classifier, backbone: Backbone, base: tuple[str, str | None], epoch: int, metrics: dict,
               run_dir: Path) -> None:
-    """``best.pt`` (``fakedet.finetuned`` format): the feature model, the head, the training geometry."""
-    save_atomic(checkpoint(base_spec=cfg.backbone, base_checkpoint=cfg.checkpoint,
+    """``best.pt`` (``fakedet.finetuned`` format): the feature model, the head, the training geometry;
+    ``base`` is the (spec, weights file) of the architecture the feature model's weights load into."""
+    save_atomic(checkpoint(base_spec=base[0], base_checkpoint=base[1],
                            backbone=model.features.state_dict(), head=model.head.state_dict(),
                            preprocess=asdict(backbone.preprocess), epoch=epoch,
                            metrics={k: v for k, v in metrics.items() if k.startswith("val_")}),

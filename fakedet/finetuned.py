@@ -54,3 +54,9 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fakedet fine-tune checkpoint")
     return saved
+
+
+def base_of(path: str | Path) -> tuple[str, str | None]:
+    """The architecture a checkpoint's weights load into: its ``base_spec`` and ``base_checkpoint``."""
+    saved = read_checkpoint(path)
+    return saved["base_spec"], saved.get("base_checkpoint")

@@ -107,6 +107,20 @@ def test_checkpoint_registers_as_backbone(setup):
     assert not np.allclose(X, base.embed_images([decode_image(src.read(p)) for p in val["path"]]), atol=1e-3)
 
 
+def test_finetuning_a_finetune_resolves_it_in_the_cache_and_stands_alone(setup):
+    """``-b finetuned:<name> --cache C`` finds the run under C (not the default cache), and the new
+    checkpoint records the architecture underneath, so it loads without its parent run."""
+    kw = {**FAST, "backbone": "finetuned:tiny", "image_size": 40, "epochs": 1}
+    result = ft.finetune(setup["data"], name="tiny-40px", cache=setup["cache"], **kw)
+    saved = read_checkpoint(result.checkpoint)
+    assert saved["base_spec"] == "timm:test_convnext" and saved["base_checkpoint"] == str(setup["weights"].resolve())
+    assert saved["preprocess"]["size"] == 40
+    tuned = create_backbone("finetuned:tiny-40px", precision="fp32", device="cpu", cache=setup["cache"])
+    parent = create_backbone("finetuned:tiny", resize="40", precision="fp32", device="cpu", cache=setup["cache"])
+    assert tuned.preprocess.size == 40 and tuned.dim == parent.dim
+    assert (tuned.fingerprint == parent.fingerprint) == (result.best_epoch == 0)  # the probe keeps the weights
+
+
 def test_extract_stores_finetuned_embeddings_under_own_fingerprint(setup):
     out = extract(setup["data"], "finetuned:tiny", cache=setup["cache"], precision="fp32", device="cpu",
                   workers=0, progress=False)
