@@ -21,7 +21,8 @@ the format above unchanged.
 
 Loading never runs code from the file: ``skops.io.load`` rebuilds only the types skops trusts
 by default (numpy, and scikit-learn's public estimators) plus ``TRUSTED_TYPES``, the private
-scikit-learn helpers that fakedet's heads contain (and ``Bunch``, the dict of a fused stack's heads). Any other type makes ``Detector.load``
+scikit-learn helpers that fakedet's heads contain (and ``Bunch``, the dict of a fused stack's heads;
+``SampledLogisticRegressionCV``, fakedet's own logreg head). Any other type makes ``Detector.load``
 refuse the file (``UntrustedModel``); ``trusted=True`` is never used.
 """
 from __future__ import annotations
@@ -41,13 +42,15 @@ from .backbone_config import BackboneConfig
 from .catalog import MODEL_META
 from .datasets import LABEL_NAMES
 from .domain import DomainModel
+from .heads import SampledLogisticRegressionCV
 from .store import Embeddings, StoreError, versions
 
 FORMAT = "fakedet-model/1"
 MODEL_FILE, META_FILE, METRICS_FILE, SPLITS_FILE = "model.skops", MODEL_META, "metrics.json", "splits.csv"
 DOMAIN_FILE = "domain.skops"
 TRUSTED_TYPES = sorted(f"{t.__module__}.{t.__qualname__}" for t in (
-    _CalibratedClassifier, _SigmoidCalibration, AdamOptimizer, SGDOptimizer, Bunch))  # Bunch: a fused stack's dict
+    _CalibratedClassifier, _SigmoidCalibration, AdamOptimizer, SGDOptimizer, Bunch,  # Bunch: a fused stack's dict
+    SampledLogisticRegressionCV))
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ A ``Perturbation`` (``jpeg:q=75``, ``blur:sigma=1``, ``resize:0.5``) is applied 
 image before the backbone's preprocessing, is deterministic, and has a canonical name used to key
 its embeddings in the cache. An ``Augmentation`` is one copy of a training set under ranges
 (``jpeg:q=30-95``, ``blur:sigma=0-2``, ``resize:0.5-1``): for each image, every listed kind is
-applied in order with a value drawn uniformly from its range by a generator seeded from
-(seed, copy, image id), so a copy is the same on every run and a resumed extraction continues it
-exactly.
+applied in order (``pick='all'``), or just one (``pick='one'``: an image's copies take the kinds in
+turn from a starting kind drawn per image, so K copies of k kinds give each image every kind K/k
+times), with a value drawn uniformly from its range by a generator seeded from (seed, copy, image
+id), so a copy is the same on every run and a resumed extraction continues it exactly.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 KINDS = {"jpeg": "q", "blur": "sigma", "resize": "scale"}
+PICKS = ("all", "one")  # an augmented copy applies every listed kind, or one of them
 
 
 @dataclass(frozen=True)
@@ -108,24 +110,33 @@ def parse_augment(text: str) -> PerturbRange:
     return PerturbRange(*_parse(text, ranges=True))
 
 
+def _generator(key: str) -> np.random.Generator:
+    return np.random.default_rng(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little"))
+
+
 @dataclass(frozen=True)
 class Augmentation:
-    """Copy ``copy`` of an augmentation: every kind applied in order, values drawn per image."""
+    """Copy ``copy`` of an augmentation: every kind applied in order (``pick='all'``) or one kind
+    (``pick='one'``), values drawn per image."""
 
     augments: tuple[PerturbRange, ...]
     copy: int = 0
     seed: int = 0
+    pick: str = "all"
 
     @property
     def name(self) -> str:
         """Canonical name, the suffix of this copy's embedding set (``<key>+aug-...-c0``)."""
         seed = f"-s{self.seed}" if self.seed else ""
-        return "aug-" + "+".join(a.name for a in self.augments) + f"-c{self.copy}{seed}"
+        one = "one-" if self.pick == "one" else ""
+        return f"aug-{one}" + "+".join(a.name for a in self.augments) + f"-c{self.copy}{seed}"
 
     def draws(self, image_id: str) -> list[Perturbation]:
         """The perturbations this copy applies to image ``image_id``."""
-        digest = hashlib.blake2b(f"{self.seed}:{self.copy}:{image_id}".encode(), digest_size=8).digest()
-        rng = np.random.default_rng(int.from_bytes(digest, "little"))
+        rng = _generator(f"{self.seed}:{self.copy}:{image_id}")
+        if self.pick == "one":
+            start = int(_generator(f"{self.seed}:{image_id}").integers(len(self.augments)))
+            return [self.augments[(start + self.copy) % len(self.augments)].draw(rng)]
         return [a.draw(rng) for a in self.augments]
 
     def __call__(self, image: Image.Image, image_id: str | None = None) -> Image.Image:
@@ -136,8 +147,13 @@ class Augmentation:
         return image
 
 
-def augmentations(specs: list[str] | tuple[str, ...], copies: int = 1, seed: int = 0) -> list[Augmentation]:
-    """The ``copies`` augmented copies described by ``specs`` (each as for ``parse_augment``)."""
+def augmentations(specs: list[str] | tuple[str, ...], copies: int = 1, seed: int = 0,
+                  pick: str = "all") -> list[Augmentation]:
+    """The ``copies`` augmented copies described by ``specs`` (each as for ``parse_augment``), applying
+    every kind to each copy (``pick='all'``) or one (``'one'``)."""
+    if pick not in PICKS:
+        raise ValueError(f"augment pick must be 'all' (every kind on each copy) or 'one' (one kind per copy), "
+                         f"not {pick!r}")
     if not specs:
         raise ValueError("augmentation needs at least one spec, e.g. --augment jpeg:q=30-95")
     if copies < 1:
@@ -146,4 +162,4 @@ def augmentations(specs: list[str] | tuple[str, ...], copies: int = 1, seed: int
     kinds = [a.kind for a in augments]
     if len(set(kinds)) != len(kinds):
         raise ValueError(f"each kind may appear once per augmentation, got {', '.join(kinds)}")
-    return [Augmentation(augments, copy, seed) for copy in range(copies)]
+    return [Augmentation(augments, copy, seed, pick) for copy in range(copies)]

@@ -135,8 +135,8 @@ def add_augmented(data: TrainingData, copies: list[Augmentation], *, device: str
             sources.append(np.full(len(keep), store.path.stem, dtype=object))
             keys.append(result.key)
     data.extra = (np.concatenate(X), np.concatenate(y), np.concatenate(sources))
-    data.augment = {"specs": [a.name for a in copies[0].augments], "copies": len(copies), "seed": copies[0].seed,
-                    "sets": keys, "rows": int(len(data.extra[1]))}
+    data.augment = {"specs": [a.name for a in copies[0].augments], "pick": copies[0].pick, "copies": len(copies),
+                    "seed": copies[0].seed, "sets": keys, "rows": int(len(data.extra[1]))}
     return data
 
 

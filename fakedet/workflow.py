@@ -44,6 +44,7 @@ def fit(
     random_state: int = 0,
     augment: list[str] | tuple[str, ...] = (),
     copies: int = 1,
+    augment_pick: str = "all",
     balance: str | None = None,
     domain_rate: float | None = DEFAULT_RATE,
     device: str = "auto",
@@ -59,14 +60,15 @@ def fit(
 
     ``augment`` (e.g. ``["jpeg:q=30-95", "blur:sigma=0-2"]``) with ``copies``: augmented copies
     of the training images, embedded into the cache once and added to the training rows (see
-    ``fakedet.training_data``). ``balance='sources'``: every dataset weighs the same in the fit.
+    ``fakedet.training_data``); ``augment_pick``: each copy applies every kind (``all``) or one
+    (``one``, see ``fakedet.perturb.Augmentation``). ``balance='sources'``: every dataset weighs the same in the fit.
     ``domain_rate``: in-domain share kept by the out-of-domain flag, calibrated on val (None: no flag).
     ``runtime``: the engine that embeds the augmented copies (see ``fakedet.runtimes``).
     A set still missing images of its table (an extraction running or interrupted) is refused unless
     ``allow_partial``.
     """
     datasets = list(data) if isinstance(data, (list, tuple)) else [data]
-    copies_ = augmentations(augment, copies, random_state) if augment else []  # bad specs fail before any work
+    copies_ = augmentations(augment, copies, random_state, augment_pick) if augment else []  # bad specs fail before any work
     if balance not in (None, "none", "sources"):
         raise ValueError(f"balance must be 'sources' or 'none', not {balance!r}")
     if fusion not in FUSIONS:

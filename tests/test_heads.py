@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 from sklearn.kernel_approximation import Nystroem
+from sklearn.linear_model import LogisticRegressionCV
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
+from fakedet import heads
 from fakedet.heads import HEADS, head_parameters, make_head, preprocessing_steps
 
 
@@ -72,6 +74,26 @@ def test_svm_is_an_rbf_kernel_machine_exact_or_approximate(exact_max):
     assert ((p_fake(model, Xte) >= 0.5) == yte).mean() > 0.95
     linear = make_head("logreg", n_samples=len(Xtr)).fit(Xtr, ytr)
     assert ((p_fake(linear, Xte) >= 0.5) == yte).mean() < 0.7  # the rings are not linearly separable
+
+
+def test_logreg_searches_c_on_a_sample_of_large_training_sets_then_fits_every_row(monkeypatch):
+    """Above LOGREG_SEARCH_MAX rows the C search sees a stratified sample (its float64 copies of all of
+    CIFAKE took 22.5 GB); the model is the plain logistic regression of every row at the chosen C."""
+    Xtr, ytr, Xte, yte = blobs(n=800, shift=0.4)
+    weights = np.where(ytr == 1, 2.0, 1.0)
+    monkeypatch.setattr(heads, "LOGREG_SEARCH_MAX", 120)
+    seen = []
+    fit = LogisticRegressionCV.fit
+    monkeypatch.setattr(LogisticRegressionCV, "fit", lambda self, X, y, **kw: seen.append(len(y)) or fit(self, X, y, **kw))
+    model = make_head("logreg", random_state=3).fit(Xtr, ytr, head__sample_weight=weights)
+    head = model[-1]
+    assert seen == [120] and head.C_ in heads.LOGREG_CS
+    whole = make_head("logreg", {"C": float(head.C_)}, random_state=3).fit(Xtr, ytr, head__sample_weight=weights)
+    np.testing.assert_allclose(head.coef_, whole[-1].coef_, rtol=1e-5)
+    np.testing.assert_allclose(p_fake(model, Xte), p_fake(whole, Xte), rtol=1e-5)
+    monkeypatch.setattr(heads, "LOGREG_SEARCH_MAX", 10_000)  # small sets: the search's own refit on every row
+    seen.clear()
+    assert make_head("logreg").fit(Xtr, ytr)[-1].coef_.shape == (1, Xtr.shape[1]) and seen == [len(ytr)]
 
 
 def test_parameters_override_defaults_and_are_checked():

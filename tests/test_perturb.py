@@ -79,9 +79,30 @@ def test_augmentation_draws_per_image_reproducibly():
         first(image)
 
 
+def test_one_kind_per_copy_gives_each_image_every_kind_in_turn():
+    specs = ["jpeg:q=30-95", "blur:sigma=0-2", "resize:0.5-1"]
+    copies = augmentations(specs, copies=6, seed=0, pick="one")
+    assert copies[0].name == "aug-one-jpeg-q30-95+blur-sigma0-2+resize-scale0.5-1-c0"
+    assert augmentations(specs)[0].name != copies[0].name  # its own cached sets
+    kinds = [[c.draws(f"id{i}") for c in copies] for i in range(60)]
+    for per_image in kinds:
+        assert all(len(d) == 1 for d in per_image)
+        names = [d[0].kind for d in per_image]
+        assert sorted(names) == sorted(["jpeg", "blur", "resize"] * 2) and names[:3] == names[3:]  # in turn
+    assert len({per_image[0][0].kind for per_image in kinds}) == 3  # the starting kind differs per image
+    assert kinds[5] == [c.draws("id5") for c in copies]  # reproducible
+    scales = [d[0].value for per_image in kinds for d in per_image if d[0].kind == "resize"]
+    assert min(scales) >= 0.5 and max(scales) <= 1 and np.std(scales) > 0.05
+    image = make_image("noise", 64, seed=0)
+    resized = next(c for c in copies if c.draws("id1")[0].kind == "resize")
+    assert resized(image, "id1").size == (round(64 * resized.draws("id1")[0].value),) * 2
+
+
 @pytest.mark.parametrize("specs, copies, message", [
     ([], 1, "at least one spec"), (["jpeg:q=30-95"], 0, "copies"), (["blur:0-1", "blur:1-2"], 1, "once"),
 ])
 def test_augmentations_rejects(specs, copies, message):
     with pytest.raises(ValueError, match=message):
         augmentations(specs, copies)
+    with pytest.raises(ValueError, match="pick must be 'all'"):
+        augmentations(["jpeg:q=30-95"], pick="some")

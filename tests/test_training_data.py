@@ -108,7 +108,10 @@ def test_augmented_copies_are_cached_train_only_and_reused(images):
     before = first.X.copy()
     again = fit(data, key, "logreg", cache=cache, augment=specs, copies=2, device="cpu", workers=0)
     np.testing.assert_array_equal(store.load(names[0]).X, before)                       # reused, not redone
-    assert again.training["augment"] == augment
+    assert again.training["augment"] == augment and augment["pick"] == "all"
+    one = fit(data, key, "logreg", cache=cache, augment=specs, copies=2, augment_pick="one", device="cpu", workers=0)
+    assert one.training["augment"]["pick"] == "one" and one.training["augment"]["rows"] == 38
+    assert one.training["augment"]["sets"] == [f"{key}+{a.name}" for a in augmentations(specs, 2, pick="one")]
 
 
 def test_cli_fit_two_datasets_evaluate_per_source_and_predict_columns(images, tmp_path):

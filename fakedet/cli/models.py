@@ -72,6 +72,9 @@ PARAM = click.option("--param", "-p", multiple=True,
               help="augmented copies of the training images, repeatable: jpeg:q=30-95, blur:sigma=0-2, "
                    "resize:0.5-1 (values drawn per image; embedded once into the cache)")
 @click.option("--copies", type=int, default=1, show_default=True, help="augmented copies per training image")
+@click.option("--augment-pick", type=click.Choice(["all", "one"]), default="all", show_default=True,
+              help="all: every --augment kind on each copy, in order; one: one kind per copy (an image's "
+                   "copies take the kinds in turn)")
 @click.option("--balance", type=click.Choice(["none", "sources"]), default="none", show_default=True,
               help="sources: every --data dataset weighs the same")
 @click.option("--domain-rate", type=click.FloatRange(0.5, 1, max_open=True), default=0.99, show_default=True,
@@ -83,7 +86,7 @@ PARAM = click.option("--param", "-p", multiple=True,
 @cache_option
 @quiet_option
 def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies,
-        balance, domain_rate, out, allow_partial, device, runtime, batch_size, workers, cache, quiet):
+        augment_pick, balance, domain_rate, out, allow_partial, device, runtime, batch_size, workers, cache, quiet):
     """Fit a classifier head on cached embeddings of one or several datasets; save it with its metrics."""
     from ..catalog import model_dir, model_name
     from ..metrics import format_metrics
@@ -92,12 +95,12 @@ def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, 
 
     if augment:
         try:
-            augmentations(augment, copies, seed)
+            augmentations(augment, copies, seed, augment_pick)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--augment/--copies") from None
     detector = run(list(data) or None, list(backbone) or None, head, fusion=fusion, params=parse_params(param, config), preprocess=preprocess,
                    cache=cache, val_size=val_size, test_size=test_size, cv=cv, random_state=seed, augment=augment,
-                   copies=copies, balance=balance, domain_rate=domain_rate, device=device, runtime=runtime,
+                   copies=copies, augment_pick=augment_pick, balance=balance, domain_rate=domain_rate, device=device, runtime=runtime,
                    batch_size=batch_size, workers=workers, progress=not quiet, allow_partial=allow_partial)
     training = detector.training
     datasets = ", ".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
@@ -105,7 +108,8 @@ def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, 
     if "augment" in training:
         a = training["augment"]
         click.echo(f"augmented: {a['copies']} cop{'y' if a['copies'] == 1 else 'ies'} of the training images "
-                   f"({', '.join(a['specs'])}), {a['rows']} extra training rows")
+                   f"({', '.join(a['specs'])}{'; one kind per copy' if a.get('pick') == 'one' else ''}), "
+                   f"{a['rows']} extra training rows")
     if "fusion" in training:
         click.echo(f"fused ({training['fusion']['mode']}): {' + '.join(training['fusion']['sets'])}"
                    + "".join(f"; {n} rows without a match left out of {k}"
