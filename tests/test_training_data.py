@@ -130,12 +130,23 @@ def test_cli_fit_two_datasets_evaluate_per_source_and_predict_columns(images, tm
     assert rows.loc[0, "domain_score"] > 0
 
 
+def test_cli_fit_one_kind_per_copy(images, tmp_path):
+    root, data, _, cache, key = images
+    out = CliRunner().invoke(cli, ["fit", "--data", str(data), "-b", key, "--cache", str(cache), "--augment",
+                                   "jpeg:q=30-95", "--augment", "resize:0.5-1", "--augment-pick", "one", "--copies", "2",
+                                   "--out", str(tmp_path / "m"), "-q"])
+    assert out.exit_code == 0, out.output
+    assert "augmented: 2 copies of the training images (jpeg-q30-95, resize-scale0.5-1; one kind per copy)" in out.output
+    assert Detector.load(tmp_path / "m").training["augment"]["pick"] == "one"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--augment", "jpeg:q=0-50"], "jpeg quality"),
     (["--augment", "gamma:1-2"], "use jpeg:q=30-95"),
     (["--augment", "blur:0-1", "--copies", "0"], "copies must be at least 1"),
     (["--data", "no-such-dataset"], "neither a dataset"),
     (["--balance", "classes"], "balance"),
+    (["--augment", "blur:0-1", "--augment-pick", "some"], "'some' is not one of"),
 ])
 def test_cli_fit_refuses_bad_input_before_writing(images, args, message):
     root, data, _, cache, key = images
