@@ -11,6 +11,7 @@ from pathlib import Path
 
 LAYERS = ("final", "multi", "blocks")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TTAS = ("none", "flip")  # test-time augmentation of an embedding: none, or the mean with the mirrored image's
 INTERPOLATION_NAMES = ("bicubic", "bilinear", "nearest", "lanczos", "box")
 # named feature settings for ``fakedet extract --preset``; "best" is the README's recommendation for the
 # bundled EfficientNet (every block at two scales, resize chosen from the data), "fast" the plain embedding
@@ -79,7 +80,8 @@ class BackboneConfig:
 
     ``resize``: see ``parse_resize``, or ``auto`` (chosen from the dataset's image sizes by ``extract``,
     see ``for_images``); ``scales``: see ``parse_scales`` (stored as a tuple);
-    ``interpolation`` None = the backbone's own; ``precision`` auto resolves per device.
+    ``interpolation`` None = the backbone's own; ``precision`` auto resolves per device;
+    ``tta='flip'``: every embedding is the mean of the image's and its mirror image's (twice the cost).
     """
 
     spec: str = "effnet-lite0"
@@ -89,12 +91,15 @@ class BackboneConfig:
     interpolation: str | None = None
     scales: tuple[float, ...] = (1.0,)
     precision: str = "auto"
+    tta: str = "none"
 
     def __post_init__(self):
         if self.layers not in LAYERS:
             raise ValueError(f"layers must be one of {', '.join(LAYERS)}, not {self.layers!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        if self.tta not in TTAS:
+            raise ValueError(f"tta must be one of {', '.join(TTAS)}, not {self.tta!r}")
         if self.interpolation is not None and self.interpolation not in INTERPOLATION_NAMES:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATION_NAMES)}")
         object.__setattr__(self, "spec", self.spec.strip())
@@ -142,7 +147,8 @@ class BackboneConfig:
         pre = identity["preprocess"]
         resize = "backbone" if pre["policy"] == "backbone" else f"{pre['policy']}:{pre['size']}"
         return cls(spec=spec, layers=identity["layers"], resize=resize, interpolation=pre["interpolation"],
-                   scales=tuple(identity.get("scales", (1.0,))), precision=identity["precision"])
+                   scales=tuple(identity.get("scales", (1.0,))), precision=identity["precision"],
+                   tta=identity.get("tta", "none"))
 
     @classmethod
     def from_set_attrs(cls, attrs: dict) -> "BackboneConfig":
@@ -159,4 +165,6 @@ class BackboneConfig:
             parts.append(f"--interpolation {self.interpolation}")
         if self.scales != (1.0,):
             parts.append("--scales " + ",".join(f"{v:g}" for v in self.scales))
+        if self.tta != "none":
+            parts.append(f"--tta {self.tta}")
         return " ".join(parts + [f"--precision {self.precision}"])

@@ -60,7 +60,8 @@ class Backbone:
         pre = self.preprocess
         resize = "backbone" if pre.policy == "backbone" else f"{pre.policy}:{pre.size}"
         return BackboneConfig(spec=self.spec, checkpoint=self.checkpoint, layers=self.layers, resize=resize,
-                              interpolation=pre.interpolation, scales=self.scales, precision=self.precision)
+                              interpolation=pre.interpolation, scales=self.scales, precision=self.precision,
+                              tta=self.tta)
 
     @property
     def layers(self) -> str:
@@ -71,11 +72,15 @@ class Backbone:
         return self.model.scales
 
     @property
+    def tta(self) -> str:
+        return "flip" if self.model.flip else "none"
+
+    @property
     def identity(self) -> dict:
         """Everything that changes the numbers an image maps to (the fingerprint's input).
 
-        ``scales`` appears only when not the default ``(1.0,)``, so fingerprints made before the
-        option existed stay valid."""
+        ``scales`` and ``tta`` appear only when not the defaults (``(1.0,)``, ``none``), so
+        fingerprints made before the options existed stay valid."""
         identity = {
             "family": self.family,
             "weights": self.weights_hash,
@@ -85,6 +90,8 @@ class Backbone:
         }
         if self.scales != (1.0,):
             identity["scales"] = list(self.scales)
+        if self.tta != "none":
+            identity["tta"] = self.tta
         return identity
 
     @property
@@ -101,6 +108,8 @@ class Backbone:
             name += f".{self.preprocess.policy}{self.preprocess.size}"
         if self.scales != (1.0,):
             name += ".x" + "-".join(f"{s:g}" for s in self.scales)
+        if self.tta != "none":
+            name += f".{self.tta}"
         return f"{name}-{self.fingerprint[:12]}"
 
     def autocast(self):
@@ -169,6 +178,7 @@ def create_backbone(
     interpolation: str | None = None,
     scales: str | tuple[float, ...] | None = None,
     precision: str = "auto",
+    tta: str = "none",
     device: str = "auto",
     cache: str | Path | None = None,
 ) -> Backbone:
@@ -183,13 +193,14 @@ def create_backbone(
     else:
         config = BackboneConfig(spec=spec, checkpoint=checkpoint, layers=layers,
                                 resize="backbone" if resize is None else str(resize),
-                                interpolation=interpolation, scales=parse_scales(scales), precision=precision)
+                                interpolation=interpolation, scales=parse_scales(scales), precision=precision,
+                                tta=tta)
     if config.resize == "auto":
         raise ValueError("resize 'auto' is chosen from a dataset's image sizes: use extract, or "
                          "BackboneConfig.for_images, or pass a size")
     spec, family, name = resolve_spec(config, cache)
     model, default = FAMILIES[family](name, checkpoint=config.checkpoint, layers=config.layers)
-    model.scales = config.scales
+    model.scales, model.flip = config.scales, config.tta == "flip"
     policy, size = parse_resize(config.resize)
     if policy == "backbone":  # the backbone's own geometry (a fine-tuned checkpoint keeps its training one)
         policy, size = default.policy, default.size

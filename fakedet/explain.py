@@ -7,7 +7,7 @@ Methods (``Explainer(method=...)``, ``auto`` picks the first that applies):
   head's fake score (the logit of P(fake)), exact for heads with a torch form (logreg, linsvm,
   mlp, see ``torch_head``). For transformers (CLIP / timm ViT) the same on the tokens entering
   the last block (its first layer norm), reshaped to the patch grid. With several ``scales``
-  the map follows the full-resolution pass.
+  (or ``tta='flip'``) the map follows the first pass: full resolution, not mirrored.
 * ``occlusion``: for heads without gradients (knn, svm, centroid) -- a surrogate, labelled so:
   each square of a sliding grid is replaced by the mean colour and the drop in P(fake) is
   recorded; the map is the positive part (regions whose removal lowers P(fake)).

@@ -80,6 +80,7 @@ def extract(
     interpolation: str | None = None,
     scales: str | None = None,
     precision: str = "auto",
+    tta: str = "none",
     device: str = "auto",
     runtime: str | None = None,
     batch_size: int = 64,
@@ -110,7 +111,7 @@ def extract(
     else:  # options are checked (BackboneConfig) before any file is read
         config = backbone if isinstance(backbone, BackboneConfig) else BackboneConfig(
             spec=backbone, checkpoint=checkpoint, layers=layers, resize="backbone" if resize is None else str(resize),
-            interpolation=interpolation, scales=scales, precision=precision)
+            interpolation=interpolation, scales=scales, precision=precision, tta=tta)
         precision = config.precision  # "auto" lets the runtime choice pick it
         if config.resize != "auto":  # the backbone too: a bad spec or checkpoint fails before the files are read
             backbone = create_backbone(config, device=device, cache=cache)

@@ -1,5 +1,6 @@
 """The torch modules behind a backbone: normalise a [0, 1] batch, then pooled features (the final
-embedding, or mean and standard deviation of every stage / block), at one or several scales."""
+embedding, or mean and standard deviation of every stage / block), at one or several scales,
+optionally averaged with those of the mirrored image."""
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,8 @@ class FeatureModel(nn.Module):
     EfficientNet (17 maps for lite0 instead of 5 stages); equal to ``multi`` for other models
     (ViT / CLIP ``multi`` is already per block).
     ``scales``: also run on the input resized by these factors (bilinear, antialiased) and
-    concatenate the features, e.g. ``(1.0, 0.5)``. Subclasses implement ``final`` and
+    concatenate the features, e.g. ``(1.0, 0.5)``. ``flip``: the mean of the features of the batch
+    and of its horizontal mirror (test-time augmentation). Subclasses implement ``final`` and
     ``intermediates``.
     """
 
@@ -28,11 +30,18 @@ class FeatureModel(nn.Module):
         self.trunk = trunk
         self.layers = layers
         self.scales: tuple[float, ...] = (1.0,)
+        self.flip = False
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
+        if self.flip:
+            return (self.multiscale(x) + self.multiscale(x.flip(3))) / 2
+        return self.multiscale(x)
+
+    def multiscale(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of a normalised batch at every scale, side by side."""
         if self.scales == (1.0,):
             return self.features(x)
         return torch.cat([self.features(x if s == 1 else nn.functional.interpolate(

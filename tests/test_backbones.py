@@ -10,9 +10,10 @@ import pytest
 import timm
 import torch
 from conftest import make_image
+from PIL import Image
 from safetensors.torch import save_file
 
-from fakedet.backbone_config import BackboneError, parse_resize, parse_scales, short_spec
+from fakedet.backbone_config import BackboneConfig, BackboneError, parse_resize, parse_scales, short_spec
 from fakedet.backbone_families import load_clip_model
 from fakedet.backbones import create_backbone
 from fakedet.image_input import Preprocess
@@ -77,6 +78,25 @@ def test_scales_concatenate_the_features_of_each_scale(lite0):
     # the default adds nothing to the identity: fingerprints made before the option stay valid
     assert "scales" not in lite0.identity
     assert create_backbone("effnet-lite0", resize="64", scales="1", precision="fp32", device="cpu").key == lite0.key
+
+
+def test_flip_tta_averages_the_image_and_its_mirror(lite0):
+    tta = create_backbone("effnet-lite0", resize="64", scales="1,0.5", tta="flip", precision="fp32", device="cpu")
+    plain = create_backbone("effnet-lite0", resize="64", scales="1,0.5", precision="fp32", device="cpu")
+    assert tta.key.startswith("effnet-lite0.resize64.x1-0.5.flip-") and tta.identity["tta"] == "flip"
+    assert tta.fingerprint != plain.fingerprint and "tta" not in plain.identity and tta.dim == plain.dim
+    image = make_image("checker", 64, seed=4)
+    mirror = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    X, X_mirror = tta.embed_images([image]), tta.embed_images([mirror])
+    np.testing.assert_allclose(X, X_mirror, atol=1e-4)  # a mirrored image embeds the same
+    np.testing.assert_allclose(X, plain.embed_images([image, mirror]).mean(0, keepdims=True), atol=1e-4)
+    assert np.abs(plain.embed_images([image]) - X).max() > 1e-2
+    config = tta.config
+    assert config.tta == "flip" and "--tta flip" in config.options()
+    assert BackboneConfig.from_dict(config.to_dict()) == config
+    assert BackboneConfig.from_identity(tta.spec, tta.identity).tta == "flip"
+    with pytest.raises(ValueError, match="tta must be one of none, flip"):
+        BackboneConfig(tta="rotate")
 
 
 @pytest.mark.parametrize("bad", ["0", "1,1", "a", "5", "1,-0.5"])

@@ -106,6 +106,14 @@ def test_two_scale_embeddings_their_model_and_bad_scales(lab, tmp_path):
     output = run("evaluate", model, "--cache", cache, "--data", "data", "--key", single, code=2)
     assert "was not made by this model's backbone" in output
     assert "--layers blocks --resize resize:64 --interpolation bicubic --scales 1,0.5 --precision fp32" in output
+    # --tta flip: its own set, and a model fit on it refuses the unmirrored embeddings, naming the option
+    run("extract", "--preset", "fast", lab.data, "--cache", cache, *FAST, "--layers", "blocks", "--scales", "1,0.5",
+        "--tta", "flip")
+    flipped = next(k for k in sets() if ".flip-" in k)
+    run("fit", "--cache", cache, "-b", flipped, "--out", tmp_path / "flipped")
+    two_scale = next(k for k in sets() if ".x1-0.5-" in k)
+    output = run("evaluate", tmp_path / "flipped", "--cache", cache, "--data", "data", "--key", two_scale, code=2)
+    assert "--scales 1,0.5 --tta flip --precision fp32" in output
 
 
 def test_compare_writes_one_table_best_first(lab):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from ..backbone_config import INTERPOLATION_NAMES, LAYERS, PRESETS, BackboneConfig
+from ..backbone_config import INTERPOLATION_NAMES, LAYERS, PRESETS, TTAS, BackboneConfig
 from ..backbones import list_backbones
 from . import (
     ENGINE, PRECISION, cache_option, checkpoint_option, cli, options, quiet_option,
@@ -33,6 +33,9 @@ backbone_options = options(  # pick a backbone and how images are fed to it
         click.option("--scales", default=None,
                      help="also embed the input resized by these factors and concatenate, e.g. 1,0.5 "
                           "[default: the preset's]"),
+        click.option("--tta", type=click.Choice(TTAS), default="none", show_default=True,
+                     help="test-time augmentation: flip = mean of the image's and its mirror image's embedding "
+                          "(twice the cost)"),
         PRECISION, ENGINE,
 )
 
@@ -41,7 +44,7 @@ def backbone_config(backbone: str, kw: dict) -> BackboneConfig:
     """The ``BackboneConfig`` given by a command's backbone options."""
     return BackboneConfig.preset(kw["preset"], backbone, checkpoint=kw["checkpoint"], layers=kw["layers"],
                                  resize=kw["resize"], interpolation=kw["interpolation"], scales=kw["scales"],
-                                 precision=kw["precision"])
+                                 precision=kw["precision"], tta=kw["tta"])
 
 
 @cli.command()
