@@ -7,6 +7,7 @@ split of CIFAKE *train* (the official test split is not used here).
 
     python bench/quality.py --n 100000 --config effnet-lite0,final,backbone --config effnet-lite0,multi,128
     python bench/quality.py --n 4000 --config effnet-lite2,blocks,128,1/0.5   # scales 1 and 0.5
+    python bench/quality.py --n 20000 --config effnet-lite0,blocks,128,1/0.5,flip   # and --tta flip
     python bench/quality.py --n 4000 --config effnet-lite0,blocks,128,1/0.5 --config effnet-lite0,final,backbone \
         --fuse 1+2 --fusion concat --fusion stack          # also the two sets fused (fakedet.fusion)
 
@@ -44,6 +45,8 @@ def subset(frame, n: int, seed: int = 0):
 def row(spec, layers, resize, scales, precision, emb, head, detector, extract_ips, extract_s, cached) -> dict:
     """One line of the table: the set, its head and the head's validation metrics."""
     val = detector.metrics["val"]
+    if emb.attrs.get("identity", {}).get("tta", "none") != "none":
+        scales += f", tta {emb.attrs['identity']['tta']}"
     return {"backbone": spec, "layers": layers, "resize": resize, "scales": scales, "precision": precision,
             "dim": emb.X.shape[1], "head": head, "val_acc": val["accuracy"], "roc_auc": val["roc_auc"],
             "real_recall": val["recall_real"], "fake_recall": val["recall_fake"],
@@ -55,8 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--config", action="append", default=None,
-                        help="backbone,layers,resize[,precision][,scales] (repeatable), scales with '/': "
-                             "e.g. effnet-lite0,multi,128,fp32 or effnet-lite2,blocks,128,1/0.5")
+                        help="backbone,layers,resize[,precision][,scales][,flip] (repeatable), scales with '/', "
+                             "flip for --tta flip: e.g. effnet-lite0,multi,128,fp32 or effnet-lite2,blocks,128,1/0.5")
     parser.add_argument("--head", action="append", default=None, help="heads to fit [default: logreg]")
     parser.add_argument("--fuse", action="append", default=[], help="configs to fuse, 1-based: 1+2 (repeatable)")
     parser.add_argument("--fusion", action="append", choices=FUSIONS, default=None,
@@ -73,10 +76,10 @@ def main() -> None:
     rows, sets, split_of = [], [], None
     for spec, layers, resize, *extra in configs:
         precision = next((e for e in extra if e in PRECISIONS), "auto")
-        scales = next((e.replace("/", ",") for e in extra if e not in PRECISIONS), "1")
+        scales = next((e.replace("/", ",") for e in extra if e not in (*PRECISIONS, "flip")), "1")
         start = time.perf_counter()
         result = extract(CIFAKE, spec, layers=layers, resize=resize, precision=precision, scales=scales,
-                         frame=frame, cache=args.cache / f"n{args.n}", batch_size=args.batch_size)
+                         tta="flip" if "flip" in extra else "none", frame=frame, cache=args.cache / f"n{args.n}", batch_size=args.batch_size)
         wall = time.perf_counter() - start
         emb = Store(result.store).load(result.key)
         split, _ = assign_splits(emb.frame, val_size=0.2, random_state=0)
