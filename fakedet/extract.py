@@ -113,10 +113,13 @@ def extract(
             spec=backbone, checkpoint=checkpoint, layers=layers, resize="backbone" if resize is None else str(resize),
             interpolation=interpolation, scales=scales, precision=precision, tta=tta)
         precision = config.precision  # "auto" lets the runtime choice pick it
+        tuned = config.resize == "auto" and resolve_spec(config, cache)[1] == "finetuned"
+        if tuned:  # a fine-tuned backbone is embedded at the size it was trained at, not one chosen from the images
+            config = config.replace(resize="backbone")
         if config.resize != "auto":  # the backbone too: a bad spec or checkpoint fails before the files are read
             backbone = create_backbone(config, device=device, cache=cache)
-        else:
-            resolve_spec(config, cache)  # at least an unknown spec; the weights load once the size is chosen
+        if tuned:
+            note = f"resize {backbone.preprocess.size} (the size {config.spec} was fine-tuned at)"
     full = frame is None
     if full:
         frame = discover(src, progress=progress)

@@ -129,6 +129,11 @@ def test_extract_stores_finetuned_embeddings_under_own_fingerprint(setup):
     assert out.key == tuned.key and out.key.startswith("finetuned_tiny.resize32-") and out.key != setup["base"].key
     assert sets.loc[out.key, "fingerprint"] == tuned.fingerprint != sets.loc[setup["base"].key, "fingerprint"]
     assert sets.loc[out.key, "count"] == sum(LAYOUT.values())
+    # resize 'auto' (the preset's) embeds it at the size it was trained at, not the 128 px 32-px images would get
+    auto = extract(setup["data"], "finetuned:tiny", resize="auto", cache=setup["cache"], precision="fp32",
+                   device="cpu", workers=0, progress=False)
+    assert auto.key == out.key and auto.note == "resize 32 (the size finetuned:tiny was fine-tuned at)"
+    assert "chosen: resize 32" in auto.summary()
 
 
 def test_resume_continues_after_interruption(setup, monkeypatch):
