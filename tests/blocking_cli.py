@@ -7,6 +7,7 @@ Lets a test interrupt an extraction at a known point, independent of the machine
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,10 @@ def block_after(cls: type, method: str, marker: Path, n_calls: int) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C in a terminal, whatever started the suite: a job started in the background by a
+    # non-interactive shell (nohup ... &, some CI runners) inherits SIGINT ignored, and Python then
+    # keeps ignoring it, so the test's SIGINT would never arrive.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     writes = sys.argv[1] == "--writes"
     marker, n, *args = sys.argv[1 + writes:]
     if writes:
