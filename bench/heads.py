@@ -23,14 +23,15 @@ from common import output_options, publish  # noqa: E402
 
 from fakedet.catalog import pick_set  # noqa: E402
 from fakedet.tables import to_markdown  # noqa: E402
-from fakedet.heads import HEADS, make_head  # noqa: E402
+from fakedet.heads import HEADS, make_head, tuned_params  # noqa: E402
 from fakedet.metrics import binary_metrics  # noqa: E402
 from fakedet.splits import assign_splits  # noqa: E402
 from fakedet.store import Store  # noqa: E402
 
 
 def run(store: Path, backbone: str | None, heads: list[str], seed: int) -> tuple[pd.DataFrame, str]:
-    """One row per head: sizes, fit_s, predict_s, val accuracy, balanced accuracy, ROC-AUC."""
+    """One row per head: sizes, fit_s, predict_s, val accuracy, balanced accuracy, ROC-AUC, and what
+    the head chose itself (logreg's cross-validated C)."""
     store = Store(store)
     emb = store.load(pick_set(store, backbone))
     split, how = assign_splits(emb.frame, val_size=0.2, random_state=seed)
@@ -47,7 +48,8 @@ def run(store: Path, backbone: str | None, heads: list[str], seed: int) -> tuple
         m = binary_metrics(emb.y[val], p_fake)
         rows.append({"head": name, "n_train": len(train), "n_val": len(val), "fit_s": fit_s,
                      "predict_s": predict_s, "accuracy": m["accuracy"],
-                     "balanced_accuracy": m["balanced_accuracy"], "roc_auc": m["roc_auc"]})
+                     "balanced_accuracy": m["balanced_accuracy"], "roc_auc": m["roc_auc"],
+                     "chosen": ", ".join(f"{k}={v:g}" for k, v in tuned_params(pipeline).items())})
         print(rows[-1], flush=True)
     return pd.DataFrame(rows), f"{store.path.name}, set `{emb.key}` ({emb.X.shape[1]}-d); split: {how}"
 

@@ -200,3 +200,10 @@ def make_head(
     pre = head.preprocess if preprocess is None else preprocess
     steps = preprocessing_steps(pre, random_state) + head.steps(head_params(name, params), random_state, n_samples)
     return Pipeline(steps)
+
+
+def tuned_params(pipeline: Pipeline) -> dict:
+    """Parameters a fitted pipeline chose itself (``C`` of a cross-validated logreg), else ``{}``."""
+    if hasattr(pipeline[-1], "C_"):
+        return {"C": float(np.atleast_1d(pipeline[-1].C_)[0])}
+    return {}

@@ -13,7 +13,7 @@ from .datasets import LABEL_NAMES
 from .detector import Detector
 from .domain import DEFAULT_RATE, DomainModel
 from .fusion import head_pipeline
-from .heads import HEADS, head_params
+from .heads import HEADS, head_params, tuned_params
 from .metrics import binary_metrics, choose_threshold
 from .splits import cv_folds
 from .store import Embeddings
@@ -66,8 +66,8 @@ def train_detector(
     if emb.attrs.get("sets"):
         detector.training["fusion"] = {"mode": fusion, "sets": [m["key"] for m in emb.attrs["sets"]],
                                        "dropped": emb.attrs.get("dropped", {})}
-    if hasattr(pipeline[-1], "C_"):  # regularisation chosen by cross-validation
-        detector.training["tuned"] = {"C": float(np.atleast_1d(pipeline[-1].C_)[0])}
+    if tuned_params(pipeline):
+        detector.training["tuned"] = tuned_params(pipeline)
     p_val = p.loc[rows["val"]].to_numpy()
     if len(np.unique(y[rows["val"]])) == 2:
         detector.threshold = choose_threshold(y[rows["val"]], p_val)

@@ -11,7 +11,7 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from fakedet import heads
-from fakedet.heads import HEADS, head_parameters, make_head, preprocessing_steps
+from fakedet.heads import HEADS, head_parameters, make_head, preprocessing_steps, tuned_params
 
 
 @pytest.fixture(autouse=True)
@@ -91,6 +91,7 @@ def test_logreg_searches_c_on_a_sample_of_large_training_sets_then_fits_every_ro
     whole = make_head("logreg", {"C": float(head.C_)}, random_state=3).fit(Xtr, ytr, head__sample_weight=weights)
     np.testing.assert_allclose(head.coef_, whole[-1].coef_, rtol=1e-5)
     np.testing.assert_allclose(p_fake(model, Xte), p_fake(whole, Xte), rtol=1e-5)
+    assert tuned_params(model) == {"C": float(head.C_)} and tuned_params(whole) == {}
     monkeypatch.setattr(heads, "LOGREG_SEARCH_MAX", 10_000)  # small sets: the search's own refit on every row
     seen.clear()
     assert make_head("logreg").fit(Xtr, ytr)[-1].coef_.shape == (1, Xtr.shape[1]) and seen == [len(ytr)]
