@@ -59,7 +59,8 @@ BATCH_SIZE = click.option("--batch-size", type=click.IntRange(1), default=64)
 WORKERS = click.option("--workers", type=click.IntRange(0), default=None,
                        help="image decoding processes [default: spare cores, 1..4]")
 PRECISION = click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
-                         help="autocast precision; auto = bf16 on CPUs with bf16 units and on CUDA, else fp32")
+                         help="autocast precision; auto = the fastest measured on this machine when the runtime is "
+                              "auto (the default), else bf16 on CPUs with bf16 units and on CUDA, fp32 otherwise")
 RUNTIME = click.option("--runtime", type=click.Choice(["auto", "torch", "compile", "onnx"]), default=None,
                        help="engine of the forward pass: auto = the fastest measured on this machine (cached); "
                             "onnx = ONNX Runtime (fakedet[onnx]) [default: $FAKEDET_RUNTIME or auto]")
