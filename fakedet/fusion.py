@@ -31,6 +31,7 @@ from .heads import get_head, make_head, preprocessing_steps
 from .store import Embeddings, Store, StoreError
 
 FUSIONS = ("concat", "stack")
+FUSE_CHUNK_ROWS = 4096  # rows copied at a time when fusing (two whole-set copies of all of CIFAKE took 7.9 GB)
 SET_FIELDS = ("key", "spec", "fingerprint", "identity", "config", "dim")  # what a fused set records of each part
 
 
@@ -67,7 +68,13 @@ def fuse(parts: list[Embeddings]) -> Embeddings:
     for emb in parts[1:]:
         ids = ids[ids.isin(emb.frame["id"])]
     rows = [pd.Index(e.frame["id"]).get_indexer(ids) for e in parts]
-    X = np.concatenate([e.X[r] for e, r in zip(parts, rows)], axis=1)
+    X = np.empty((len(ids), sum(e.X.shape[1] for e in parts)), dtype=np.result_type(*(e.X for e in parts)))
+    column = 0
+    for emb, r in zip(parts, rows):  # filled in row chunks: no whole-set temporary copies
+        width = emb.X.shape[1]
+        for start in range(0, len(r), FUSE_CHUNK_ROWS):
+            X[start:start + FUSE_CHUNK_ROWS, column:column + width] = emb.X[r[start:start + FUSE_CHUNK_ROWS]]
+        column += width
     sets = [m for e in parts for m in members(e)]
     attrs = {"spec": "+".join(m["spec"] for m in sets), "fingerprint": "+".join(m["fingerprint"] for m in sets),
              "identity": {}, "perturb": "", "sets": sets,

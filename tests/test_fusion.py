@@ -13,6 +13,7 @@ from test_detector import IDENTITY, make_store
 from test_training_data import FAST, images  # noqa: F401 - images is a fixture
 from threadpoolctl import threadpool_limits
 
+from fakedet import fusion
 from fakedet.cli import cli
 from fakedet.detector import Detector, ModelMismatch
 from fakedet.extract import extract
@@ -52,12 +53,14 @@ def two_sets(path, n: int = 200, seed: int = 0, drop: int = 0) -> tuple[Store, n
     return store, B
 
 
-def test_fuse_aligns_sets_by_content_id_whatever_their_row_order(tmp_path):
+def test_fuse_aligns_sets_by_content_id_whatever_their_row_order(tmp_path, monkeypatch):
     store, B = two_sets(tmp_path / "d.h5", n=60, drop=7)
+    monkeypatch.setattr(fusion, "FUSE_CHUNK_ROWS", 7)  # several chunks and a partial last one
     a = store.load(KEY_A)
     fused = fuse([a, store.load(KEY_B)])
     kept = ~np.isnan(B[:, 0])
     assert list(fused.frame["id"]) == list(a.frame["id"][kept])
+    assert fused.X.dtype == a.X.dtype
     np.testing.assert_array_equal(fused.X, np.concatenate([a.X[kept], B[kept]], axis=1))
     assert fused.key == f"{KEY_A}+{KEY_B}" and fused.fingerprint == "f" * 32 + "+" + "e" * 32
     assert fused.attrs["dropped"] == {KEY_A: 7, KEY_B: 0}
