@@ -66,8 +66,8 @@ def train_detector(
     if emb.attrs.get("sets"):
         detector.training["fusion"] = {"mode": fusion, "sets": [m["key"] for m in emb.attrs["sets"]],
                                        "dropped": emb.attrs.get("dropped", {})}
-    if tuned_params(pipeline):
-        detector.training["tuned"] = tuned_params(pipeline)
+    if tuned := tuned_params(pipeline):
+        detector.training["tuned"] = tuned
     p_val = p.loc[rows["val"]].to_numpy()
     if len(np.unique(y[rows["val"]])) == 2:
         detector.threshold = choose_threshold(y[rows["val"]], p_val)

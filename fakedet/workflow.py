@@ -153,24 +153,24 @@ def compare(
     for key in keys:
         for part in resolve_sets(store, [key]):
             store.require_complete(part, allow_partial)
-    split_options = {"val_size": val_size, "test_size": test_size, "random_state": random_state}
     rows = [row for key in keys
-            for row in _compare_candidate(store, key, heads, preprocess, fusion, split_options)]
+            for row in _compare_candidate(store, key, heads, preprocess=preprocess, fusion=fusion,
+                                          val_size=val_size, test_size=test_size, random_state=random_state)]
     table = pd.DataFrame(rows).sort_values(["balanced_accuracy", "roc_auc"], ascending=False, kind="stable")
     return table.reset_index(drop=True)
 
 
-def _compare_candidate(store: Store, key: str, heads: list[str], preprocess: str | None, fusion: str,
-                       split_options: dict) -> list[dict]:
+def _compare_candidate(store: Store, key: str, heads: list[str], *, preprocess: str | None, fusion: str,
+                       val_size: float, test_size: float, random_state: int) -> list[dict]:
     """``compare``'s rows of one candidate. Its embeddings are loaded here and freed on return, so only
     one candidate is in memory at a time (holding the last one while loading and fitting the next, a
     compare of three full-CIFAKE candidates was killed at 24 GB)."""
     emb = load_sets(store, key)
-    split, _ = assign_splits(emb.frame, **split_options)
+    split, _ = assign_splits(emb.frame, val_size=val_size, test_size=test_size, random_state=random_state)
     rows = []
     for head in heads:
-        detector = train_detector(emb, split, head, preprocess=preprocess,
-                                  random_state=split_options["random_state"], fusion=fusion)
+        detector = train_detector(emb, split, head, preprocess=preprocess, random_state=random_state,
+                                  fusion=fusion)
         on = "test" if "test" in detector.metrics else "val"
         metrics = detector.metrics[on]
         rows.append({"backbone": key, "head": head, "scored": on, "n": metrics["n"],
