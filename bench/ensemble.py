@@ -23,7 +23,14 @@ from fakedet.tables import to_markdown
 
 def ensemble(paths: list[Path]) -> pd.DataFrame:
     """One row per model and one for their mean: images, accuracy at 0.5, balanced accuracy, ROC-AUC."""
-    frames = [pd.read_csv(p).set_index("id") for p in paths]
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path)
+        missing = {"id", "label", "p_fake"} - set(frame.columns)
+        if missing:
+            raise SystemExit(f"{path} lacks column(s) {', '.join(sorted(missing))}: give the CSV files "
+                             "`fakedet evaluate MODEL --out FILE.csv` writes")
+        frames.append(frame.set_index("id"))
     ids = frames[0].index
     for path, frame in zip(paths[1:], frames[1:]):
         if set(frame.index) != set(ids):
