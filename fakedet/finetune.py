@@ -3,7 +3,8 @@
 Linear probe, then fine-tune: the head starts as a logistic regression on frozen embeddings
 (``finetune_probe``; from the cache when it holds the matching set), then backbone and head train
 together (``finetune_train``) with AdamW, learning rates rising from 0 over a warm-up of at least
-``MIN_WARMUP`` steps then cosine decay, batch-norm statistics frozen, gradient clipping, in the
+``MIN_WARMUP`` steps then cosine decay, batch-norm statistics frozen, gradient clipping, optionally
+a moving average of the weights (``ema``: then validated and saved), in the
 training runtime and precision measured fastest here (``train_speed``). Data are the heads'
 splits with flips, random resized crops and blur + JPEG (``finetune_data``). The probe is
 epoch 0 and the first ``best.pt``: an epoch replaces it only with a lower validation loss, so a
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from timm.utils import ModelEmaV3
 
 from .backbone_config import BackboneConfig
 from .backbones import create_backbone, resolve_spec
@@ -59,8 +61,10 @@ class FinetuneResult:
             what = (f"train loss {h['train_loss']:.4f}, {h['images_per_second']:.0f} img/s, " if h["epoch"]
                     else f"linear probe: train loss {h['train_loss']:.4f}, " if "train_loss" in h
                     else "linear probe: ")
+            raw = (f" (weights as trained: {h['raw_val_accuracy']:.2%}, loss {h['raw_val_loss']:.4f})"
+                   if "raw_val_accuracy" in h else "")
             lines.append(f"  epoch {h['epoch']}: {what}val loss {h['val_loss']:.4f}, "
-                         f"accuracy {h['val_accuracy']:.2%}, AUC {h['val_roc_auc']:.4f}")
+                         f"accuracy {h['val_accuracy']:.2%}, AUC {h['val_roc_auc']:.4f}{raw}")
         if self.best_epoch == 0:
             lines.append(f"no epoch beat the linear probe's val loss: best.pt is the probe (the unchanged backbone "
                          f"+ logistic-regression head), val accuracy {probe['val_accuracy']:.2%}; {self.seconds:.0f}s")
@@ -136,23 +140,30 @@ def finetune(
         save_progress(state, run_dir)
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(n_steps * cfg.epochs, cfg.warmup))
-    step = TrainStep(model, backbone, optimizer, scheduler, clip_grad=cfg.clip_grad, compiled=runtime == "compile")
+    ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema else None  # starts at the probe
+    step = TrainStep(model, backbone, optimizer, scheduler, clip_grad=cfg.clip_grad, compiled=runtime == "compile",
+                     ema=ema)
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": step.scaler,
+             **({"ema": ema} if ema else {})}
     if resumed_from:
-        for part in ("model", "optimizer", "scheduler", "scaler"):
-            getattr(step, part).load_state_dict(state[part])
+        for key, part in parts.items():
+            part.load_state_dict(state[key])
         torch.set_rng_state(state["rng"])
+    kept = ema.module if ema else model  # the weights validated and saved
     augment = Augment(cfg.blur_jpeg, cfg.crop_scale, cfg.flip)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         loader = image_loader(src, train, backbone.preprocess, batch_size=cfg.batch_size, workers=workers,
                               transform=augment, seed=cfg.random_state * 1000 + epoch)
         stats = train_epoch(step, loader, labels, cfg.bn_stats, progress)
         state["steps"] += stats.pop("steps")
-        state["history"].append({"epoch": epoch, **stats, **validate(model, backbone, **validation)})
+        if ema:  # the weights as trained, for comparison
+            stats.update({f"raw_{k}": v for k, v in validate(model, backbone, **validation).items()})
+        state["history"].append({"epoch": epoch, **stats, **validate(kept, backbone, **validation)})
         state["epoch"] = epoch
         if state["history"][-1]["val_loss"] < state["best_loss"]:
             state.update(best_epoch=epoch, best_loss=state["history"][-1]["val_loss"])
-            save_best(model, backbone, base, epoch, state["history"][-1], run_dir)
-        save_progress(state, run_dir, model=model, optimizer=optimizer, scheduler=scheduler, scaler=step.scaler)
+            save_best(kept, backbone, base, epoch, state["history"][-1], run_dir)
+        save_progress(state, run_dir, **parts)
     model.eval()
     return FinetuneResult(name, run_dir, spec, state["best_epoch"], state["history"], resumed_from,
                           time.perf_counter() - start, counts, settings)

@@ -12,6 +12,8 @@ class FinetuneConfig:
 
     ``warmup``: fraction of the steps whose learning rates rise linearly from 0 (at least
     ``MIN_WARMUP`` steps, at most half of them; 0 = none).
+    ``ema``: decay per step of an exponential moving average of the weights, which is then what is
+    validated and saved (0 = none: the weights as trained).
     ``train_runtime``: engine of the training step, see ``fakedet.train_speed``.
     """
 
@@ -26,6 +28,7 @@ class FinetuneConfig:
     weight_decay: float = 0.05
     warmup: float = 0.1
     clip_grad: float = 1.0
+    ema: float = 0.0
     freeze: int = 0
     bn_stats: str = "frozen"
     flip: bool = True
@@ -43,6 +46,8 @@ class FinetuneConfig:
             raise ValueError("epochs and batch_size must be at least 1, freeze at least 0")
         if not (0 < self.crop_scale <= 1 and 0 <= self.blur_jpeg <= 1 and 0 <= self.warmup < 1):
             raise ValueError("crop_scale must be in (0, 1], blur_jpeg in [0, 1], warmup in [0, 1)")
+        if not 0 <= self.ema < 1:
+            raise ValueError("ema must be in [0, 1): the decay per step of the weights' moving average, 0 = none")
         if not 0 < self.layer_decay <= 1 or self.bn_stats not in ("frozen", "train"):
             raise ValueError("layer_decay must be in (0, 1], bn_stats 'frozen' or 'train'")
         if self.train_runtime not in TRAIN_RUNTIMES:

@@ -4,8 +4,9 @@
     splits.csv    id, path, split, label of the images trained and validated on
     best.pt       the model with the lowest validation loss, in the ``fakedet.finetuned`` format:
                   the linear probe itself (epoch 0) until an epoch beats it
-    last.pt       model, optimizer, scheduler, epoch and RNG state: an interrupted run resumes
-    history.json  per-epoch metrics (epoch 0 = the linear probe) and per-step training loss
+    last.pt       model, optimizer, scheduler, moving average, epoch and RNG state: an interrupted run resumes
+    history.json  per-epoch metrics (epoch 0 = the linear probe; with a moving average of the weights,
+                  ``val_*`` are its and ``raw_val_*`` the weights' as trained) and per-step training loss
     curve.png     training curve
 """
 from __future__ import annotations
@@ -66,6 +67,8 @@ def plot_history(history: list[dict], steps: list[float], path: Path) -> None:
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="val")
     ax_acc.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="val accuracy")
     ax_acc.plot(epochs, [h["val_balanced_accuracy"] for h in history], "s--", label="val balanced accuracy")
+    if "raw_val_accuracy" in history[-1]:
+        ax_acc.plot(epochs[1:], [h["raw_val_accuracy"] for h in history[1:]], "x:", label="val accuracy as trained")
     for ax, title in ((ax_loss, "loss"), (ax_acc, "validation (epoch 0 = linear probe)")):
         ax.set(xlabel="epoch", title=title)
         ax.legend()

@@ -124,11 +124,13 @@ def freeze_norms(model: nn.Module, all_norms: bool) -> None:
 class TrainStep:
     """One optimisation step on a uint8 batch: forward under the backbone's autocast (through
     ``torch.compile`` when ``compiled``), log loss, backward, gradient clipping, optimizer and
-    scheduler steps. ``channels_last=False`` feeds contiguous batches (for ``bench/train_step.py``)."""
+    scheduler steps, then the moving average ``ema`` (a timm ``ModelEmaV3``) when given.
+    ``channels_last=False`` feeds contiguous batches (for ``bench/train_step.py``)."""
 
     def __init__(self, model: Classifier, backbone: Backbone, optimizer, scheduler=None, scaler=None,
-                 clip_grad: float = 1.0, compiled: bool = False, channels_last: bool = True):
+                 clip_grad: float = 1.0, compiled: bool = False, channels_last: bool = True, ema=None):
         self.model, self.backbone, self.optimizer, self.scheduler = model, backbone, optimizer, scheduler
+        self.ema = ema
         self.scaler = scaler or torch.amp.GradScaler(backbone.device.type, enabled=backbone.precision == "fp16")
         self.forward = torch.compile(model) if compiled else model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
@@ -149,6 +151,8 @@ class TrainStep:
         self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return loss.detach(), logits.detach()
 
 

@@ -136,9 +136,10 @@ def test_extract_stores_finetuned_embeddings_under_own_fingerprint(setup):
     assert "chosen: resize 32" in auto.summary()
 
 
-def test_resume_continues_after_interruption(setup, monkeypatch):
-    kw = {**FAST, "checkpoint": str(setup["weights"]), "epochs": 2, "cache": setup["tmp"] / "no-cache"}
-    whole = ft.finetune(setup["data"], out_dir=setup["tmp"] / "whole", **kw)
+@pytest.mark.parametrize("ema", [0.0, 0.5])
+def test_resume_continues_after_interruption(setup, monkeypatch, ema):
+    kw = {**FAST, "checkpoint": str(setup["weights"]), "epochs": 2, "cache": setup["tmp"] / "no-cache", "ema": ema}
+    whole = ft.finetune(setup["data"], out_dir=setup["tmp"] / f"whole{ema}", **kw)
     assert whole.history[0]["probe_from_cache"] == 0  # no cache: probe embeddings computed on the fly
 
     calls = []
@@ -151,7 +152,7 @@ def test_resume_continues_after_interruption(setup, monkeypatch):
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(ft, "train_epoch", interrupted)
-    run_dir = setup["tmp"] / "interrupted"
+    run_dir = setup["tmp"] / f"interrupted{ema}"
     with pytest.raises(KeyboardInterrupt):
         ft.finetune(setup["data"], out_dir=run_dir, **kw)
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
@@ -159,14 +160,44 @@ def test_resume_continues_after_interruption(setup, monkeypatch):
     resumed = ft.finetune(setup["data"], out_dir=run_dir, **kw)
     assert len(calls) == 1 and resumed.resumed_from == 1  # only epoch 2 was trained
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
-    a = torch.load(setup["tmp"] / "whole" / "last.pt", weights_only=True)["model"]
-    b = torch.load(run_dir / "last.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)  # same weights as the uninterrupted run
+    a = torch.load(setup["tmp"] / f"whole{ema}" / "last.pt", weights_only=True)
+    b = torch.load(run_dir / "last.pt", weights_only=True)
+    assert ("ema" in b) == bool(ema)
+    for part in ("model", "ema") if ema else ("model",):  # same weights (and average) as the uninterrupted run
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
     assert resumed.history[2]["val_loss"] == pytest.approx(whole.history[2]["val_loss"], rel=1e-6)
     again = ft.finetune(setup["data"], out_dir=run_dir, **kw)  # finished: nothing left to train
     assert len(calls) == 1 and again.resumed_from == 2
     with pytest.raises(ValueError, match=r"another configuration \(epochs: 2 -> 3\)"):
         ft.finetune(setup["data"], out_dir=run_dir, **{**kw, "epochs": 3})
+
+
+def test_moving_average_is_what_is_validated_and_saved(setup):
+    kw = {**FAST, "checkpoint": str(setup["weights"]), "epochs": 2, "lr": 1e-3, "cache": setup["cache"], "ema": 0.5}
+    result = ft.finetune(setup["data"], out_dir=setup["tmp"] / "ema", **kw)
+    last = torch.load(result.run_dir / "last.pt", weights_only=True)
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items()}
+    assert any(not torch.equal(averaged[k], last["model"][k]) for k in averaged)
+    items = pd.read_csv(result.run_dir / "splits.csv")
+    labels = pd.Series(items["label"].to_numpy(), index=items["id"].to_numpy())
+    val = items[items["split"] == "val"]
+    backbone = create_backbone("timm:test_convnext", checkpoint=setup["weights"], resize="32", precision="fp32",
+                               device="cpu")
+    model = finetune_train.Classifier(backbone.model, backbone.dim)
+    scores = {}
+    for name, weights in (("averaged", averaged), ("raw", last["model"])):
+        model.load_state_dict(weights)
+        scores[name] = finetune_train.validate(model, backbone, open_source(setup["data"]), val, labels,
+                                               workers=0, progress=False)["val_loss"]
+    epoch = result.history[-1]
+    assert epoch["val_loss"] == pytest.approx(scores["averaged"], rel=1e-5) != scores["raw"]
+    assert epoch["raw_val_loss"] == pytest.approx(scores["raw"], rel=1e-5)
+    assert "weights as trained" in result.summary()
+    assert result.best_epoch == 2  # and best.pt holds the average, not the weights as trained
+    saved = read_checkpoint(result.checkpoint)["backbone"]
+    assert all(torch.equal(saved[k], averaged[f"features.{k}"]) for k in saved)
+    with pytest.raises(ValueError, match="ema must be in"):
+        ft.FinetuneConfig(ema=1.0)
 
 
 def _probe_train_loss(setup, run_dir) -> float:

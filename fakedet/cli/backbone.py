@@ -62,6 +62,9 @@ def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, spli
               help="fraction of the steps whose learning rates rise linearly from 0, at least 20 steps and at "
                    "most half of them (then cosine decay; 0 = none)")
 @click.option("--clip-grad", type=click.FloatRange(0), default=1.0, help="gradient norm clipping (0 = off)")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              help="validate and save a moving average of the weights with this decay per step instead of the "
+                   "weights as trained (both are validated; 0 = off; 0.999 ~ the last 1,000 steps)")
 @click.option("--freeze", type=click.IntRange(0), default=0,
               help="freeze the first N parameter groups (stem, then stages / transformer blocks)")
 @click.option("--bn-stats", type=click.Choice(["frozen", "train"]), default="frozen",
