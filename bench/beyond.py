@@ -117,8 +117,11 @@ def augmentation_runs(cifake, augment: list[str], args, params: dict, seeds: lis
             cost = (f"Cost: {args.copies} cop{'y' if args.copies == 1 else 'ies'} ({args.augment_pick}) = {n_rows} "
                     "augmented training rows; "
                     + (f"{n_new} of them embedded by this run in {extraction:.0f} s "
-                       f"({n_new / max(extraction, 1e-9):.0f} img/s, {extraction * n_rows / n_new / args.copies:.0f} s "
-                       "per copy)" if n_new else "all were already in the cache (extraction not timed by this run)")
+                       f"({n_new / extraction:.0f} img/s, {extraction * n_rows / n_new / args.copies:.0f} s per copy)"
+                       if n_new and extraction > 0 else
+                       f"{n_new} of them embedded by this run, in a time not measurable here (the fit with cached "
+                       "copies took longer than the one that embedded them: the CPU was shared)" if n_new else
+                       "all were already in the cache (extraction not timed by this run)")
                     + f"; fit {t_aug_cached:.1f} s with them (cached) vs {t_plain:.1f} s without.")
         perturbations = [parse_perturbation(p) for p in PERTURB]
         for name, model in (("no augmentation", plain), (recipe, augmented)):
