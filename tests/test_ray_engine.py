@@ -33,10 +33,13 @@ CLI_FAST = ["--preset", "fast", "--resize", "64", "--precision", "fp32", "--devi
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray instance for this module; yields its address for drivers in other processes."""
+    """A local Ray instance for this module; yields its address for drivers in other processes. Its
+    workers run at the tests' priority: Ray's default (nice 15) starved them for minutes beside a
+    2-thread job at normal priority, which the rows-written timeouts below cannot wait out."""
     if ray.is_initialized():
         ray.shutdown()
-    context = ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning")
+    context = ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
+                       _system_config={"worker_niceness": 0})
     yield context.address_info["gcs_address"]
     ray.shutdown()
 
