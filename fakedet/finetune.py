@@ -103,7 +103,7 @@ def finetune(
     run_dir = Path(out_dir) if out_dir is not None else finetune_dir(name, cache)
     by_name = run_dir.resolve() == finetune_dir(name, cache).resolve()
     spec = f"finetuned:{name}" if by_name else str(run_dir / "best.pt")
-    torch.manual_seed(cfg.random_state)
+    torch.manual_seed(cfg.train_seed)
     backbone = create_backbone(cfg.backbone, checkpoint=cfg.checkpoint, precision=cfg.precision, device=device,
                                resize=str(cfg.image_size) if cfg.image_size else "backbone", cache=cache)
     base = (cfg.backbone, cfg.checkpoint)
@@ -153,7 +153,7 @@ def finetune(
     augment = Augment(cfg.blur_jpeg, cfg.crop_scale, cfg.flip)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         loader = image_loader(src, train, backbone.preprocess, batch_size=cfg.batch_size, workers=workers,
-                              transform=augment, seed=cfg.random_state * 1000 + epoch)
+                              transform=augment, seed=cfg.train_seed * 1000 + epoch)
         stats = train_epoch(step, loader, labels, cfg.bn_stats, progress)
         state["steps"] += stats.pop("steps")
         if ema:  # the weights as trained, for comparison

@@ -15,6 +15,9 @@ class FinetuneConfig:
     ``ema``: decay per step of an exponential moving average of the weights, which is then what is
     validated and saved (0 = none: the weights as trained).
     ``train_runtime``: engine of the training step, see ``fakedet.train_speed``.
+    ``random_state`` seeds the splits and subset (which must match the heads'), ``train_seed`` the
+    training (initial shuffles, augmentation draws; default ``random_state``): a second run with
+    another ``train_seed`` trains on the same images and errs differently.
     """
 
     backbone: str = "effnet-lite0"
@@ -38,6 +41,7 @@ class FinetuneConfig:
     val_size: float = 0.2
     test_size: float = 0.0
     random_state: int = 0
+    train_seed: int | None = None
     precision: str = "auto"
     train_runtime: str = "auto"
 
@@ -50,5 +54,7 @@ class FinetuneConfig:
             raise ValueError("ema must be in [0, 1): the decay per step of the weights' moving average, 0 = none")
         if not 0 < self.layer_decay <= 1 or self.bn_stats not in ("frozen", "train"):
             raise ValueError("layer_decay must be in (0, 1], bn_stats 'frozen' or 'train'")
+        if self.train_seed is None:
+            self.train_seed = self.random_state
         if self.train_runtime not in TRAIN_RUNTIMES:
             raise ValueError(f"train_runtime must be one of {', '.join(TRAIN_RUNTIMES)}, not {self.train_runtime!r}")

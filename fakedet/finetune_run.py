@@ -83,11 +83,16 @@ def run_config(cfg: FinetuneConfig, src: ImageSource, backbone: Backbone, train_
     return json.loads(json.dumps(config))
 
 
+def with_new_fields(old: dict) -> dict:
+    """A config written before ``ema`` and ``train_seed`` existed, with the values its run trained with."""
+    return {"ema": 0.0, "train_seed": old.get("random_state"), **old}
+
+
 def prepare_run(run_dir: Path, config: dict, resume: bool) -> dict | None:
     """Check or start the run folder; returns the ``last.pt`` state to resume from, or None."""
     config_path = run_dir / "config.json"
     if resume and config_path.is_file():
-        old = json.loads(config_path.read_text())
+        old = with_new_fields(json.loads(config_path.read_text()))
         diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k) and k != "versions")
         if diff:
             changes = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff)

@@ -200,6 +200,24 @@ def test_moving_average_is_what_is_validated_and_saved(setup):
         ft.FinetuneConfig(ema=1.0)
 
 
+def test_train_seed_keeps_the_images_and_changes_the_training(setup, tmp_path):
+    kw = {**FAST, "checkpoint": str(setup["weights"]), "epochs": 1, "cache": setup["cache"]}
+    first = ft.finetune(setup["data"], out_dir=tmp_path / "seed0", **kw)
+    other = ft.finetune(setup["data"], out_dir=tmp_path / "train1", train_seed=1, **kw)
+    assert pd.read_csv(first.run_dir / "splits.csv").equals(pd.read_csv(other.run_dir / "splits.csv"))
+    a, b = (torch.load(r.run_dir / "last.pt", weights_only=True)["model"] for r in (first, other))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((first.run_dir / "config.json").read_text())["train_seed"] == 0
+
+    config = json.loads((first.run_dir / "config.json").read_text())  # a run from before ema / train_seed
+    del config["ema"], config["train_seed"]
+    (first.run_dir / "config.json").write_text(json.dumps(config))
+    again = ft.finetune(setup["data"], out_dir=first.run_dir, **kw)
+    assert again.resumed_from == 1  # finished, not refused
+    with pytest.raises(ValueError, match=r"train_seed: 0 -> 1"):
+        ft.finetune(setup["data"], out_dir=first.run_dir, train_seed=1, **kw)
+
+
 def _probe_train_loss(setup, run_dir) -> float:
     """The linear probe's log loss on the run's training images, computed here from the frozen backbone."""
     items = pd.read_csv(run_dir / "splits.csv")

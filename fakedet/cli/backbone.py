@@ -79,7 +79,10 @@ def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, spli
 @click.option("--test-size", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               help="test fraction held out, used when the dataset has no test folder (pass the same split options "
                    "as to fit/compare, so the fine-tune never trains on their val/test images)")
-@click.option("--seed", type=int, default=0, help="random_state of splits, subset, augmentation and training")
+@click.option("--seed", type=int, default=0, help="random_state of the splits and subset (keep the heads')")
+@click.option("--train-seed", type=int, default=None,
+              help="seed of the training (shuffles, augmentation): another one trains on the same images and errs "
+                   "differently, for ensembles  [default: --seed]")
 @options(PRECISION, DEVICE, WORKERS)
 @click.option("--train-runtime", type=click.Choice(["auto", "eager", "compile"]), default="auto",
               help="training step engine: auto = eager at the precision measured fastest here (with --precision "
