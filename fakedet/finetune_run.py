@@ -84,8 +84,9 @@ def run_config(cfg: FinetuneConfig, src: ImageSource, backbone: Backbone, train_
 
 
 def with_new_fields(old: dict) -> dict:
-    """A config written before ``ema`` and ``train_seed`` existed, with the values its run trained with."""
-    return {"ema": 0.0, "train_seed": old.get("random_state"), **old}
+    """A config written before some fields existed (``ema``, ``train_seed``), those fields at the
+    ``FinetuneConfig`` defaults its run trained with."""
+    return {**asdict(FinetuneConfig(random_state=old.get("random_state", 0))), **old}
 
 
 def prepare_run(run_dir: Path, config: dict, resume: bool) -> dict | None:
