@@ -101,36 +101,42 @@ def augmentation_runs(cifake, augment: list[str], args, params: dict, seeds: lis
     augmentation, scored clean and perturbed on the test split. Returns the rows, the cost line
     (first seed) and the first seed's unaugmented model."""
     recipe = f"--augment {' '.join(augment)}" + (" --augment-pick one" if args.augment_pick == "one" else "")
-    rows, cost, first_plain = [], "", None
+    perturbations = {p: parse_perturbation(p) for p in PERTURB}
+    aug = dict(augment=augment, copies=args.copies, augment_pick=args.augment_pick)
+    rows = []
     for seed in seeds:
         split = dict(val_size=0.2, test_size=0.2, random_state=seed, params=params)
         plain, t_plain = timed(fit, cifake.store, cifake.key, args.head, **split)
         before = augmented_rows(cifake.store)
-        augmented, t_aug_first = timed(fit, cifake.store, cifake.key, args.head, augment=augment, copies=args.copies,
-                                       augment_pick=args.augment_pick, **split)
-        if first_plain is None:  # costs once: a second fit, its copies now cached, times the fit alone
+        augmented, t_aug_first = timed(fit, cifake.store, cifake.key, args.head, **aug, **split)
+        if seed == seeds[0]:  # costs once: a second fit, its copies now cached, times the fit alone
             first_plain = plain
-            _, t_aug_cached = timed(fit, cifake.store, cifake.key, args.head, augment=augment, copies=args.copies,
-                                    augment_pick=args.augment_pick, **split)
-            n_rows, n_new = augmented.training["augment"]["rows"], augmented_rows(cifake.store) - before
-            extraction = t_aug_first - t_aug_cached
-            cost = (f"Cost: {args.copies} cop{'y' if args.copies == 1 else 'ies'} ({args.augment_pick}) = {n_rows} "
-                    "augmented training rows; "
-                    + (f"{n_new} of them embedded by this run in {extraction:.0f} s "
-                       f"({n_new / extraction:.0f} img/s, {extraction * n_rows / n_new / args.copies:.0f} s per copy)"
-                       if n_new and extraction > 0 else
-                       f"{n_new} of them embedded by this run, in a time not measurable here (the fit with cached "
-                       "copies took longer than the one that embedded them: the CPU was shared)" if n_new else
-                       "all were already in the cache (extraction not timed by this run)")
-                    + f"; fit {t_aug_cached:.1f} s with them (cached) vs {t_plain:.1f} s without.")
-        perturbations = [parse_perturbation(p) for p in PERTURB]
+            _, t_aug_cached = timed(fit, cifake.store, cifake.key, args.head, **aug, **split)
+            cost = cost_line(args, augmented.training["augment"]["rows"], augmented_rows(cifake.store) - before,
+                             t_aug_first - t_aug_cached, t_aug_cached, t_plain)
         for name, model in (("no augmentation", plain), (recipe, augmented)):
-            t = evaluate_perturbed(model, perturbations, cifake.store, split="test", progress=False).set_index(
-                "perturbation")
+            t = evaluate_perturbed(model, list(perturbations.values()), cifake.store, split="test",
+                                   progress=False).set_index("perturbation")
             rows.append({"seed": seed, "model": name, "clean": t.loc["none", "accuracy"],
-                         **{p: t.loc[parse_perturbation(p).name, "accuracy"] for p in PERTURB},
+                         **{p: t.loc[perturbation.name, "accuracy"] for p, perturbation in perturbations.items()},
                          "worst drop": t["accuracy_drop"].max()})
     return pd.DataFrame(rows), cost, first_plain
+
+
+def cost_line(args, n_rows: int, n_new: int, extraction: float, t_cached: float, t_plain: float) -> str:
+    """What augmentation cost: rows, the extraction of the new copies (the first fit's time minus the
+    cached refit's), and the fit with and without them."""
+    copies = f"Cost: {args.copies} cop{'y' if args.copies == 1 else 'ies'} ({args.augment_pick}) = {n_rows} " \
+             "augmented training rows; "
+    if not n_new:
+        embedded = "all were already in the cache (extraction not timed by this run)"
+    elif extraction <= 0:
+        embedded = (f"{n_new} of them embedded by this run, in a time not measurable here (the fit with cached "
+                    "copies took longer than the one that embedded them: the CPU was shared)")
+    else:
+        embedded = (f"{n_new} of them embedded by this run in {extraction:.0f} s ({n_new / extraction:.0f} img/s, "
+                    f"{extraction * n_rows / n_new / args.copies:.0f} s per copy)")
+    return copies + embedded + f"; fit {t_cached:.1f} s with them (cached) vs {t_plain:.1f} s without."
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:

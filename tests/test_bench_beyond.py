@@ -34,3 +34,13 @@ def test_several_seeds_add_mean_and_sd_per_model():
     assert summary.loc["augmented", "clean"] == "96.00 ± 0.00"
     # against its own seed's unaugmented model: +1 then -1
     assert summary.loc["augmented", "clean vs no augmentation"] == "0.00 ± 1.41"
+
+
+def test_cost_line_never_reports_a_negative_extraction_time():
+    args = beyond.argparse.Namespace(copies=3, augment_pick="all")
+    timed = beyond.cost_line(args, 300, 300, 30.0, 10.0, 5.0)
+    assert "embedded by this run in 30 s (10 img/s, 10 s per copy)" in timed
+    shared = beyond.cost_line(args, 300, 300, -178.0, 2157.0, 255.0)  # the cached refit ran slower (shared CPU)
+    assert "not measurable here" in shared and "-178" not in shared and "img/s" not in shared
+    cached = beyond.cost_line(args, 300, 0, 0.0, 10.0, 5.0)
+    assert "all were already in the cache" in cached and cached.endswith("fit 10.0 s with them (cached) vs 5.0 s without.")
