@@ -62,7 +62,7 @@ def logreg_on_val(store: Store, key: str, items: pd.DataFrame, seed: int) -> dic
 
 def run(args) -> str:
     cfg = FinetuneConfig(image_size=args.image_size, epochs=args.epochs, limit=args.limit, random_state=args.seed,
-                         blur_jpeg=args.blur_jpeg, crop_scale=args.crop_scale, lr=args.lr)
+                         blur_jpeg=args.blur_jpeg, downscale=args.downscale, crop_scale=args.crop_scale, lr=args.lr)
     timing = [{"image_size": s, "s_per_step": step_seconds(cfg.backbone, s)} for s in args.timing_sizes]
     for row in timing:
         row["images_per_s"] = 64 / row["s_per_step"]
@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
     parser.add_argument("--lr", type=float, default=FinetuneConfig.lr)
     parser.add_argument("--blur-jpeg", type=float, default=FinetuneConfig.blur_jpeg)
+    parser.add_argument("--downscale", type=float, default=FinetuneConfig.downscale)
     parser.add_argument("--crop-scale", type=float, default=FinetuneConfig.crop_scale)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None)

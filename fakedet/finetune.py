@@ -6,7 +6,7 @@ together (``finetune_train``) with AdamW, learning rates rising from 0 over a wa
 ``MIN_WARMUP`` steps then cosine decay, batch-norm statistics frozen, gradient clipping, optionally
 a moving average of the weights (``ema``: then validated and saved), in the
 training runtime and precision measured fastest here (``train_speed``). Data are the heads'
-splits with flips, random resized crops and blur + JPEG (``finetune_data``). The probe is
+splits with flips, random resized crops, blur + JPEG and optionally downscales (``finetune_data``). The probe is
 epoch 0 and the first ``best.pt``: an epoch replaces it only with a lower validation loss, so a
 run never ends worse than its probe. The run folder is described in ``finetune_run``.
 """
@@ -150,7 +150,7 @@ def finetune(
             part.load_state_dict(state[key])
         torch.set_rng_state(state["rng"])
     kept = ema.module if ema else model  # the weights validated and saved
-    augment = Augment(cfg.blur_jpeg, cfg.crop_scale, cfg.flip)
+    augment = Augment(cfg.blur_jpeg, cfg.crop_scale, cfg.flip, cfg.downscale)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         loader = image_loader(src, train, backbone.preprocess, batch_size=cfg.batch_size, workers=workers,
                               transform=augment, seed=cfg.train_seed * 1000 + epoch)

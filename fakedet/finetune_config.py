@@ -37,6 +37,7 @@ class FinetuneConfig:
     flip: bool = True
     crop_scale: float = 0.6
     blur_jpeg: float = 0.5
+    downscale: float = 0.0
     limit: int | None = None
     val_size: float = 0.2
     test_size: float = 0.0
@@ -48,8 +49,9 @@ class FinetuneConfig:
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.freeze < 0:
             raise ValueError("epochs and batch_size must be at least 1, freeze at least 0")
-        if not (0 < self.crop_scale <= 1 and 0 <= self.blur_jpeg <= 1 and 0 <= self.warmup < 1):
-            raise ValueError("crop_scale must be in (0, 1], blur_jpeg in [0, 1], warmup in [0, 1)")
+        if not (0 < self.crop_scale <= 1 and 0 <= self.blur_jpeg <= 1 and 0 <= self.downscale <= 1
+                and 0 <= self.warmup < 1):
+            raise ValueError("crop_scale must be in (0, 1], blur_jpeg and downscale in [0, 1], warmup in [0, 1)")
         if not 0 <= self.ema < 1:
             raise ValueError("ema must be in [0, 1): the decay per step of the weights' moving average, 0 = none")
         if not 0 < self.layer_decay <= 1 or self.bn_stats not in ("frozen", "train"):

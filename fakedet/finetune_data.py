@@ -19,17 +19,21 @@ from .store import per_id
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation of a decoded image: blur (sigma U(0, 3)) and JPEG re-compression
-    (quality U{30..100}), each with probability ``blur_jpeg``, then a random resized crop
-    (area U(crop_scale, 1), aspect 3/4..4/3) and a horizontal flip. Randomness from torch, so
+    """Training augmentation of a decoded image: a downscale (to U(0.4, 1) of its size, as
+    ``resize`` perturbs) with probability ``downscale``, blur (sigma U(0, 3)) and JPEG
+    re-compression (quality U{30..100}), each with probability ``blur_jpeg``, then a random resized
+    crop (area U(crop_scale, 1), aspect 3/4..4/3) and a horizontal flip. Randomness from torch, so
     DataLoader seeding makes it reproducible."""
 
     blur_jpeg: float = 0.5
     crop_scale: float = 0.6
     flip: bool = True
+    downscale: float = 0.0
 
     def __call__(self, image: Image.Image, image_id: str | None = None) -> Image.Image:
         """A fresh random draw on every call (``image_id`` is not used: training draws anew each epoch)."""
+        if self.downscale and torch.rand(()) < self.downscale:  # no draw when off: older runs' draws unchanged
+            image = Perturbation("resize", float(torch.empty(()).uniform_(0.4, 1.0)))(image)
         if torch.rand(()) < self.blur_jpeg:
             image = Perturbation("blur", 3 * float(torch.rand(())))(image)
         if torch.rand(()) < self.blur_jpeg:

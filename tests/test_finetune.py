@@ -355,6 +355,23 @@ def test_augment_is_seeded_and_optional():
     assert np.array_equal(np.asarray(finetune_data.Augment(0.0, 1.0, False)(image)), np.asarray(image))
 
 
+def test_downscale_shrinks_within_its_range_and_draws_nothing_when_off():
+    image = make_image("smooth", (40, 30), seed=0)
+    torch.manual_seed(0)
+    sizes = [finetune_data.Augment(0.0, 1.0, False, downscale=1.0)(image).size for _ in range(50)]
+    assert all(16 <= w <= 40 and 12 <= h <= 30 for w, h in sizes) and min(w for w, _ in sizes) <= 20
+    assert len(set(sizes)) > 5  # drawn per call
+    torch.manual_seed(1)
+    kept = sum(finetune_data.Augment(0.0, 1.0, False, downscale=0.5)(image).size == (40, 30) for _ in range(200))
+    assert 60 < kept < 140  # about half untouched (a draw of exactly 1.0 is the only other way)
+    torch.manual_seed(0)
+    torch.rand(()), torch.rand(())  # the blur and JPEG draws, all an augmentation made before --downscale
+    before = torch.get_rng_state()
+    torch.manual_seed(0)
+    finetune_data.Augment(0.0, 1.0, False, downscale=0.0)(image)
+    assert torch.equal(before, torch.get_rng_state())  # so runs from before it draw as they did
+
+
 def test_warmup_rises_from_zero_over_at_least_min_steps():
     factor = finetune_train.warmup_cosine(1000, 0.1)  # 100 warm-up steps
     assert factor(0) == 0 and factor(50) == pytest.approx(0.5) and factor(100) == pytest.approx(1.0)
@@ -369,7 +386,7 @@ def test_warmup_rises_from_zero_over_at_least_min_steps():
 def test_default_name_and_config_checks():
     assert run_name("clip:ViT-B-32:/x/y/w.pt", "cifake.v2") == "clip_ViT-B-32_w-cifake_v2"
     assert run_name("effnet-lite0", "cifake-train") == "effnet-lite0-cifake-train"
-    for bad in ({"epochs": 0}, {"crop_scale": 0}, {"blur_jpeg": 1.5}, {"layer_decay": 0}, {"bn_stats": "x"},
+    for bad in ({"epochs": 0}, {"crop_scale": 0}, {"blur_jpeg": 1.5}, {"downscale": -0.1}, {"layer_decay": 0}, {"bn_stats": "x"},
                 {"train_runtime": "onnx"}):
         with pytest.raises(ValueError):
             ft.FinetuneConfig(**bad)

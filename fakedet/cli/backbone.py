@@ -74,6 +74,9 @@ def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, spli
               help="random resized crop: smallest area fraction (1 = no crop)")
 @click.option("--blur-jpeg", type=click.FloatRange(0, 1), default=0.5,
               help="probability of each of blur (sigma 0-3) and JPEG re-compression (quality 30-100)")
+@click.option("--downscale", type=click.FloatRange(0, 1), default=0.0,
+              help="probability of a downscale to 0.4-1 of the image's size before the resize to --image-size "
+                   "(half-size and smaller images at prediction time)")
 @click.option("--limit", type=click.IntRange(1), default=None, help="train on a stratified seeded subset of N images")
 @VAL_SIZE
 @click.option("--test-size", type=click.FloatRange(0, 1, max_open=True), default=0.0,
