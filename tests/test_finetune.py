@@ -209,13 +209,15 @@ def test_train_seed_keeps_the_images_and_changes_the_training(setup, tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert json.loads((first.run_dir / "config.json").read_text())["train_seed"] == 0
 
-    config = json.loads((first.run_dir / "config.json").read_text())  # a run from before ema / train_seed
-    del config["ema"], config["train_seed"]
+    config = json.loads((first.run_dir / "config.json").read_text())  # a run from before these options
+    del config["ema"], config["train_seed"], config["downscale"]
     (first.run_dir / "config.json").write_text(json.dumps(config))
     again = ft.finetune(setup["data"], out_dir=first.run_dir, **kw)
     assert again.resumed_from == 1  # finished, not refused
     with pytest.raises(ValueError, match=r"train_seed: 0 -> 1"):
         ft.finetune(setup["data"], out_dir=first.run_dir, train_seed=1, **kw)
+    with pytest.raises(ValueError, match=r"downscale: 0.0 -> 0.5"):
+        ft.finetune(setup["data"], out_dir=first.run_dir, downscale=0.5, **kw)
 
 
 def _probe_train_loss(setup, run_dir) -> float:
