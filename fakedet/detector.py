@@ -43,7 +43,8 @@ from .catalog import MODEL_META
 from .datasets import LABEL_NAMES
 from .domain import DomainModel
 from .heads import SampledLogisticRegressionCV
-from .store import Embeddings, StoreError, versions
+from .provenance import versions
+from .store import Embeddings, StoreError
 
 FORMAT = "fakedet-model/1"
 MODEL_FILE, META_FILE, METRICS_FILE, SPLITS_FILE = "model.skops", MODEL_META, "metrics.json", "splits.csv"

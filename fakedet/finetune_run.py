@@ -23,7 +23,7 @@ from .datasets import ImageSource
 from .finetune_config import FinetuneConfig
 from .finetune_train import Classifier
 from .finetuned import checkpoint, save_atomic
-from .store import versions
+from .provenance import versions
 
 RUN_FILES = ("config.json", "splits.csv", "best.pt", "last.pt", "history.json", "curve.png")
 

@@ -22,7 +22,8 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from .store import Store, StoreError, versions
+from .provenance import versions
+from .store import Store, StoreError
 
 METHODS = ("umap", "tsne", "pca")
 MIN_POINTS = 5

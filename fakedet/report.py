@@ -33,7 +33,8 @@ from .metrics import PERCENT_KEYS
 from .project import Projection, ProjectionParams, project
 from .report_dataset import dataset_section, leak_warnings, mark_failures, shortcut_warnings
 from .report_html import COLOURS, CSP, CSS, boxes, esc, img_tag, key_values, label_name, html_table
-from .store import Store, versions
+from .provenance import versions
+from .store import Store
 
 DEFAULT_REPORTS = Path("reports")
 CORRECT, WRONG, OUTSIDE = "#2ca02c", "#ff7f0e", "#dddddd"

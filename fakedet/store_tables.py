@@ -1,6 +1,7 @@
 """The store's tables (the image table, failures) as HDF5 groups of columns, and the atomic swap that
 rewrites them: new columns are written under ``<name>.new`` and moved into place once complete, so a
-failure or a kill at any point leaves the previous table readable. Used by ``fakedet.store`` only."""
+failure or a kill at any point leaves the previous table readable; and ``StoreError``, which every layer of
+the store raises. Used by ``fakedet.store`` and ``fakedet.store_writer`` only."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,10 @@ import h5py
 import pandas as pd
 
 ID_DTYPE = "S32"
+
+
+class StoreError(RuntimeError):
+    """The cache cannot be used as asked; the message says what to do."""
 
 
 def write_table(f: h5py.File, name: str, frame: pd.DataFrame) -> None:
@@ -62,8 +67,6 @@ def read_table(group: h5py.Group) -> pd.DataFrame:
     """The table stored in ``group``; StoreError naming the file if a column is missing."""
     missing = [c for c in json.loads(group.attrs.get("columns", "null")) or ["columns"] if c not in group]
     if missing:
-        from .store import StoreError  # here: store imports this module
-
         raise StoreError(f"{group.file.filename}: table {group.name} lacks {', '.join(missing)} (damaged by an older "
                          "fakedet); move the file aside and re-extract")
     columns = json.loads(group.attrs["columns"])

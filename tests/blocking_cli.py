@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fakedet.backbones import Backbone
 from fakedet.cli import main
-from fakedet.store import SetWriter
+from fakedet.store_writer import SetWriter
 
 
 def block_after(cls: type, method: str, marker: Path, n_calls: int) -> None:
