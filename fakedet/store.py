@@ -31,6 +31,7 @@ import pandas as pd
 
 from .store_tables import StoreError, finish_swap, read_table, table_group
 from .store_writer import FORMAT, StoreWriter, check_or_init
+
 DEFAULT_CACHE = Path("cache")
 JSON_ATTRS = ("identity", "config", "versions")  # set attributes stored as JSON text
 
