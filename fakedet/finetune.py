@@ -4,10 +4,10 @@ Linear probe, then fine-tune: the head starts as a logistic regression on frozen
 (``finetune_probe``; from the cache when it holds the matching set), then backbone and head train
 together (``finetune_train``) with AdamW, learning rates rising from 0 over a warm-up of at least
 ``MIN_WARMUP`` steps then cosine decay, batch-norm statistics frozen, gradient clipping, optionally
-a moving average of the weights (``ema``: then validated and saved), in the
-training runtime and precision measured fastest here (``train_speed``). Data are the heads'
-splits with flips, random resized crops, blur + JPEG and optionally downscales (``finetune_data``). The probe is
-epoch 0 and the first ``best.pt``: an epoch replaces it only with a lower validation loss, so a
+a moving average of the weights (``ema``: then validated and saved), in the training runtime and
+precision measured fastest here (``train_speed``). Data are the heads' splits with flips, random
+resized crops, blur + JPEG, optionally downscales and mixup / CutMix (``finetune_data``). The probe
+is epoch 0 and the first ``best.pt``: an epoch replaces it only with a lower validation loss, so a
 run never ends worse than its probe. The run folder is described in ``finetune_run``.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .catalog import cache_root, finetune_dir, run_name
 from .datasets import open_source
 from .embedding import default_workers, image_loader
 from .finetune_config import FinetuneConfig
-from .finetune_data import Augment, training_items
+from .finetune_data import Augment, BatchMix, training_items
 from .finetune_probe import probe_embeddings, probe_head, probe_loss
 from .finetune_run import prepare_run, run_config, save_best, save_progress
 from .finetuned import base_of
@@ -141,8 +141,9 @@ def finetune(
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(n_steps * cfg.epochs, cfg.warmup))
     ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema else None  # starts at the probe
+    mix = BatchMix(cfg.mixup, cfg.cutmix, cfg.mix_prob) if cfg.mixup or cfg.cutmix else None
     step = TrainStep(model, backbone, optimizer, scheduler, clip_grad=cfg.clip_grad, compiled=runtime == "compile",
-                     ema=ema)
+                     ema=ema, mix=mix)
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": step.scaler,
              **({"ema": ema} if ema else {})}
     if resumed_from:
@@ -154,6 +155,8 @@ def finetune(
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         loader = image_loader(src, train, backbone.preprocess, batch_size=cfg.batch_size, workers=workers,
                               transform=augment, seed=cfg.train_seed * 1000 + epoch)
+        if mix:
+            mix.seed(cfg.train_seed * 1000 + epoch)
         stats = train_epoch(step, loader, labels, cfg.bn_stats, progress)
         state["steps"] += stats.pop("steps")
         if ema:  # the weights as trained, for comparison

@@ -1,11 +1,13 @@
 """What fine-tuning trains on: the heads' splits of a dataset (``training_items``) and the training
-augmentation (``Augment``: blur + JPEG of Wang et al., CVPR 2020, random resized crop, flip)."""
+augmentation (``Augment``: blur + JPEG of Wang et al., CVPR 2020, random resized crop, flip; ``BatchMix``:
+mixup / CutMix of whole batches)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
@@ -43,6 +45,30 @@ class Augment:
         if self.flip and torch.rand(()) < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return image
+
+
+class BatchMix:
+    """Mixup (Zhang et al., ICLR 2018) and CutMix (Yun et al., ICCV 2019) of a float batch with its
+    reverse, one draw per batch, targets P(fake) mixed in the same proportion: timm's ``Mixup``, which
+    draws from numpy's global generator (``seed`` it per epoch). An odd batch (a bad image dropped
+    from it) passes unmixed, as timm pairs images end to end."""
+
+    def __init__(self, mixup: float, cutmix: float, prob: float = 1.0):
+        from timm.data import Mixup
+
+        self.mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=prob, mode="batch", label_smoothing=0.0,
+                           num_classes=1, multi_label=True)
+
+    @staticmethod
+    def seed(seed: int) -> None:
+        np.random.seed(seed % 2**32)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (B, C, H, W) float, mixed in place; ``y`` (B,) targets in [0, 1]."""
+        if len(x) % 2:
+            return x, y
+        x, mixed = self.mixer(x, y[:, None])
+        return x, mixed[:, 0]
 
 
 def _random_crop(image: Image.Image, min_area: float) -> Image.Image:

@@ -124,21 +124,25 @@ def freeze_norms(model: nn.Module, all_norms: bool) -> None:
 class TrainStep:
     """One optimisation step on a uint8 batch: forward under the backbone's autocast (through
     ``torch.compile`` when ``compiled``), log loss, backward, gradient clipping, optimizer and
-    scheduler steps, then the moving average ``ema`` (a timm ``ModelEmaV3``) when given.
+    scheduler steps, then the moving average ``ema`` (a timm ``ModelEmaV3``) when given. ``mix``
+    (a ``finetune_data.BatchMix``) mixes the batch and its targets before the forward pass.
     ``channels_last=False`` feeds contiguous batches (for ``bench/train_step.py``)."""
 
     def __init__(self, model: Classifier, backbone: Backbone, optimizer, scheduler=None, scaler=None,
-                 clip_grad: float = 1.0, compiled: bool = False, channels_last: bool = True, ema=None):
+                 clip_grad: float = 1.0, compiled: bool = False, channels_last: bool = True, ema=None, mix=None):
         self.model, self.backbone, self.optimizer, self.scheduler = model, backbone, optimizer, scheduler
-        self.ema = ema
+        self.ema, self.mix = ema, mix
         self.scaler = scaler or torch.amp.GradScaler(backbone.device.type, enabled=backbone.precision == "fp16")
         self.forward = torch.compile(model) if compiled else model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.clip_grad, self.channels_last = clip_grad, channels_last
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, logits) of the batch before the update, both detached."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, logits, targets) of the batch before the update, detached; the targets are ``y``,
+        mixed when mixing."""
         x = self.backbone.to_input(x)
+        if self.mix is not None:
+            x, y = self.mix(x, y)
         with self.backbone.autocast():
             logits = self.forward(x if self.channels_last else x.contiguous())
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
@@ -153,12 +157,13 @@ class TrainStep:
             self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        return loss.detach(), logits.detach()
+        return loss.detach(), logits.detach(), y
 
 
 def train_epoch(step: TrainStep, loader: DataLoader, labels: pd.Series, bn_stats: str = "frozen",
                 progress: bool = True) -> dict:
-    """One pass over the training loader; returns loss, accuracy, images, seconds and per-step losses."""
+    """One pass over the training loader; returns loss, accuracy (against the targets trained on: with
+    mixing, the larger share of each image), images, seconds and per-step losses."""
     step.model.train()
     freeze_norms(step.model, bn_stats == "frozen")
     losses, correct, seen, start = [], 0, 0, time.perf_counter()
@@ -167,7 +172,7 @@ def train_epoch(step: TrainStep, loader: DataLoader, labels: pd.Series, bn_stats
         if not ids:
             continue
         y = torch.tensor(labels.loc[ids].to_numpy(), dtype=torch.float32, device=step.backbone.device)
-        loss, logits = step(x, y)
+        loss, logits, y = step(x, y)
         losses.append(loss.item())
         correct += int(((logits > 0) == (y > 0.5)).sum())
         seen += len(ids)

@@ -136,10 +136,13 @@ def test_extract_stores_finetuned_embeddings_under_own_fingerprint(setup):
     assert "chosen: resize 32" in auto.summary()
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.5])
-def test_resume_continues_after_interruption(setup, monkeypatch, ema):
-    kw = {**FAST, "checkpoint": str(setup["weights"]), "epochs": 2, "cache": setup["tmp"] / "no-cache", "ema": ema}
-    whole = ft.finetune(setup["data"], out_dir=setup["tmp"] / f"whole{ema}", **kw)
+@pytest.mark.parametrize("variant", ["plain", "ema", "mix"])
+def test_resume_continues_after_interruption(setup, monkeypatch, variant):
+    ema = 0.5 if variant == "ema" else 0.0
+    mix = {"mixup": 0.4, "cutmix": 1.0} if variant == "mix" else {}  # numpy draws: reseeded per epoch
+    kw = {**FAST, "checkpoint": str(setup["weights"]), "epochs": 2, "cache": setup["tmp"] / "no-cache", "ema": ema,
+          **mix}
+    whole = ft.finetune(setup["data"], out_dir=setup["tmp"] / f"whole-{variant}", **kw)
     assert whole.history[0]["probe_from_cache"] == 0  # no cache: probe embeddings computed on the fly
 
     calls = []
@@ -152,15 +155,16 @@ def test_resume_continues_after_interruption(setup, monkeypatch, ema):
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(ft, "train_epoch", interrupted)
-    run_dir = setup["tmp"] / f"interrupted{ema}"
+    run_dir = setup["tmp"] / f"interrupted-{variant}"
     with pytest.raises(KeyboardInterrupt):
         ft.finetune(setup["data"], out_dir=run_dir, **kw)
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
     calls.clear()
+    np.random.seed(123)  # whatever else draws from numpy's generator in between
     resumed = ft.finetune(setup["data"], out_dir=run_dir, **kw)
     assert len(calls) == 1 and resumed.resumed_from == 1  # only epoch 2 was trained
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
-    a = torch.load(setup["tmp"] / f"whole{ema}" / "last.pt", weights_only=True)
+    a = torch.load(setup["tmp"] / f"whole-{variant}" / "last.pt", weights_only=True)
     b = torch.load(run_dir / "last.pt", weights_only=True)
     assert ("ema" in b) == bool(ema)
     for part in ("model", "ema") if ema else ("model",):  # same weights (and average) as the uninterrupted run
@@ -210,7 +214,8 @@ def test_train_seed_keeps_the_images_and_changes_the_training(setup, tmp_path):
     assert json.loads((first.run_dir / "config.json").read_text())["train_seed"] == 0
 
     config = json.loads((first.run_dir / "config.json").read_text())  # a run from before these options
-    del config["ema"], config["train_seed"], config["downscale"]
+    for newer in ("ema", "train_seed", "downscale", "mixup", "cutmix", "mix_prob"):
+        del config[newer]
     (first.run_dir / "config.json").write_text(json.dumps(config))
     again = ft.finetune(setup["data"], out_dir=first.run_dir, **kw)
     assert again.resumed_from == 1  # finished, not refused
@@ -218,6 +223,43 @@ def test_train_seed_keeps_the_images_and_changes_the_training(setup, tmp_path):
         ft.finetune(setup["data"], out_dir=first.run_dir, train_seed=1, **kw)
     with pytest.raises(ValueError, match=r"downscale: 0.0 -> 0.5"):
         ft.finetune(setup["data"], out_dir=first.run_dir, downscale=0.5, **kw)
+    with pytest.raises(ValueError, match=r"cutmix: 0.0 -> 1.0"):
+        ft.finetune(setup["data"], out_dir=first.run_dir, cutmix=1.0, **kw)
+
+
+def test_mixing_trains_on_mixed_targets(setup, tmp_path):
+    kw = {**FAST, "checkpoint": str(setup["weights"]), "cache": setup["cache"], "mixup": 0.4, "cutmix": 1.0}
+    whole = ft.finetune(setup["data"], out_dir=tmp_path / "whole", epochs=2, **kw)
+    steps = json.loads((whole.run_dir / "history.json").read_text())["steps"]
+    plain = json.loads((setup["result"].run_dir / "history.json").read_text())["steps"]
+    assert len(steps) == 4 and steps != plain  # the same images and seed, other targets
+    assert all(0 < h["train_accuracy"] <= 1 for h in whole.history[1:])
+    assert json.loads((whole.run_dir / "config.json").read_text())["cutmix"] == 1.0
+
+
+def test_batch_mix_mixes_images_and_targets_in_one_proportion():
+    n = 8
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 16, 16).contiguous()
+    y = torch.tensor([1.0] * (n // 2) + [0.0] * (n // 2))  # each image's partner (its reverse) has the other label
+    cutmix = finetune_data.BatchMix(mixup=0.0, cutmix=1.0)
+    cutmix.seed(0)
+    mixed, target = cutmix(x.clone(), y.clone())
+    own = (mixed == x).float().mean(dim=(1, 2, 3))  # share of each image's own pixels
+    assert own.min() < 1 and torch.allclose(target[: n // 2], own[: n // 2])  # target = area of the fake image
+    assert torch.allclose(target, 1 - target.flip(0))
+
+    mixup = finetune_data.BatchMix(mixup=0.4, cutmix=0.0)
+    mixup.seed(0)
+    mixed, target = mixup(x.clone(), y.clone())
+    lam = target[0]
+    assert 0 < lam < 1 and torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0))
+    mixup.seed(0)
+    assert torch.equal(mixup(x.clone(), y.clone())[1], target)  # seeded
+
+    odd = x[:7].clone()
+    assert torch.equal(mixup(odd, y[:7].clone())[0], x[:7])  # an odd batch passes unmixed
+    never = finetune_data.BatchMix(mixup=0.4, cutmix=1.0, prob=0.0)
+    assert torch.equal(never(x.clone(), y.clone())[1], y)
 
 
 def _probe_train_loss(setup, run_dir) -> float:
@@ -269,8 +311,12 @@ def test_cli_finetune(setup):
     assert "best epoch 1" in result.output and (setup["tmp"] / "cli" / "finetuned" / "cli-run" / "best.pt").is_file()
     changed = CliRunner().invoke(cli, [*args, "--lr", "1e-3"])
     assert changed.exit_code == 2 and "another configuration" in changed.output and "--restart" in changed.output
-    restarted = CliRunner().invoke(cli, [*args, "--lr", "1e-3", "--restart"])
+    restarted = CliRunner().invoke(cli, [*args, "--lr", "1e-3", "--cutmix", "1", "--mix-prob", "0.5", "--restart"])
     assert restarted.exit_code == 0, restarted.output
+    config = json.loads((setup["tmp"] / "cli" / "finetuned" / "cli-run" / "config.json").read_text())
+    assert (config["lr"], config["mixup"], config["cutmix"], config["mix_prob"]) == (1e-3, 0.0, 1.0, 0.5)
+    bad = CliRunner().invoke(cli, [*args, "--mix-prob", "2"])
+    assert bad.exit_code == 2 and "--mix-prob" in bad.output
 
 
 def test_clip_tower_with_frozen_stem(tiny_clip, tmp_path):
@@ -389,6 +435,7 @@ def test_default_name_and_config_checks():
     assert run_name("clip:ViT-B-32:/x/y/w.pt", "cifake.v2") == "clip_ViT-B-32_w-cifake_v2"
     assert run_name("effnet-lite0", "cifake-train") == "effnet-lite0-cifake-train"
     for bad in ({"epochs": 0}, {"crop_scale": 0}, {"blur_jpeg": 1.5}, {"downscale": -0.1}, {"layer_decay": 0}, {"bn_stats": "x"},
+                {"mixup": -1}, {"mix_prob": 1.5},
                 {"train_runtime": "onnx"}):
         with pytest.raises(ValueError):
             ft.FinetuneConfig(**bad)

@@ -77,6 +77,13 @@ def zeroshot(data, backbone, checkpoint, real_prompt, fake_prompt, prompts, spli
 @click.option("--downscale", type=click.FloatRange(0, 1), default=0.0,
               help="probability of a downscale to 0.4-1 of the image's size before the resize to --image-size "
                    "(half-size and smaller images at prediction time)")
+@click.option("--mixup", type=click.FloatRange(0), default=0.0,
+              help="mixup: blend each image with another, the target in the same proportion (Beta(a, a); 0 = off, "
+                   "0.2 mild, 0.8 DeiT's)")
+@click.option("--cutmix", type=click.FloatRange(0), default=0.0,
+              help="CutMix: paste a box of another image, the target by its area (Beta(a, a); 0 = off, 1 usual); "
+                   "with --mixup too, each batch gets one of the two")
+@click.option("--mix-prob", type=click.FloatRange(0, 1), default=1.0, help="share of the batches mixed")
 @click.option("--limit", type=click.IntRange(1), default=None, help="train on a stratified seeded subset of N images")
 @VAL_SIZE
 @click.option("--test-size", type=click.FloatRange(0, 1, max_open=True), default=0.0,
