@@ -153,10 +153,11 @@ def finetune(
     kept = ema.module if ema else model  # the weights validated and saved
     augment = Augment(cfg.blur_jpeg, cfg.crop_scale, cfg.flip, cfg.downscale)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        seed = cfg.train_seed * 1000 + epoch  # the epoch's shuffle, augmentation and mixing draws
         loader = image_loader(src, train, backbone.preprocess, batch_size=cfg.batch_size, workers=workers,
-                              transform=augment, seed=cfg.train_seed * 1000 + epoch)
-        if mix:
-            mix.seed(cfg.train_seed * 1000 + epoch)
+                              transform=augment, seed=seed)
+        if mix is not None:
+            mix.seed(seed)
         stats = train_epoch(step, loader, labels, cfg.bn_stats, progress)
         state["steps"] += stats.pop("steps")
         if ema:  # the weights as trained, for comparison

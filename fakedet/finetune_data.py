@@ -51,7 +51,7 @@ class BatchMix:
     """Mixup (Zhang et al., ICLR 2018) and CutMix (Yun et al., ICCV 2019) of a float batch with its
     reverse, one draw per batch, targets P(fake) mixed in the same proportion: timm's ``Mixup``, which
     draws from numpy's global generator (``seed`` it per epoch). An odd batch (a bad image dropped
-    from it) passes unmixed, as timm pairs images end to end."""
+    from it, or a dataset smaller than one batch) passes unmixed, as timm pairs images end to end."""
 
     def __init__(self, mixup: float, cutmix: float, prob: float = 1.0):
         from timm.data import Mixup

@@ -237,6 +237,16 @@ def test_mixing_trains_on_mixed_targets(setup, tmp_path):
     assert json.loads((whole.run_dir / "config.json").read_text())["cutmix"] == 1.0
 
 
+def test_mixing_run_skips_a_corrupt_image(setup, tmp_path):
+    files = layout_files(LAYOUT, size=32)
+    files["FAKE/broken.jpg"] = b"\xff\xd8 not a jpeg"
+    data = write_tree(tmp_path / "data", files)
+    kw = {**FAST, "checkpoint": str(setup["weights"]), "cache": tmp_path / "cache", "mixup": 0.4, "cutmix": 1.0}
+    result = ft.finetune(data, out_dir=tmp_path / "run", epochs=1, **kw)
+    assert result.counts == {"train": 38, "val": 10}  # the broken file left out, nothing else lost
+    assert "broken.jpg" not in set(pd.read_csv(result.run_dir / "splits.csv")["path"].map(lambda p: p.split("/")[-1]))
+
+
 def test_batch_mix_mixes_images_and_targets_in_one_proportion():
     n = 8
     x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 16, 16).contiguous()
