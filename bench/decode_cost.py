@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import CIFAKE, FEATURES, require  # noqa: E402
 
 from fakedet.backbones import create_backbone  # noqa: E402
-from fakedet.datasets import decode_image  # noqa: E402
+from fakedet.decoding import decode_image  # noqa: E402
 
 
 

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import CIFAKE, FEATURES, median_time, output_options, publish, require  # noqa: E402
 
 from fakedet.backbones import create_backbone  # noqa: E402
-from fakedet.datasets import decode_image, discover  # noqa: E402
+from fakedet.datasets import discover  # noqa: E402
+from fakedet.decoding import decode_image  # noqa: E402
 from fakedet.extract import extract  # noqa: E402
 from fakedet.runtimes import candidates, compiler_missing, machine, use_runtime  # noqa: E402
 

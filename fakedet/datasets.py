@@ -1,4 +1,4 @@
-"""Find labelled images in a folder tree or a .zip archive, decode them safely, report problems.
+"""Find labelled images in a folder tree or a .zip archive, check that they decode, report problems.
 
 Layout: the label comes from the nearest enclosing class folder (``real``/``fake`` or
 ``0_real``/``1_fake``, any case) and the split from the nearest enclosing split folder
@@ -9,7 +9,6 @@ never extracted.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import zipfile
@@ -18,13 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
-import numpy as np
 import pandas as pd
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from .decoding import describe
+
 LABEL_NAMES = {0: "real", 1: "fake", -1: "unlabelled"}
-MAX_PIXELS = 64_000_000
 TINY_SIDE = 8
 
 _CLASS_FOLDERS = {"real": 0, "0_real": 0, "fake": 1, "1_fake": 1}
@@ -33,10 +31,6 @@ _COLUMNS = {
     "id": "str", "path": "str", "split": "str", "label": "int8", "format": "str",
     "width": "int32", "height": "int32", "nbytes": "int64", "error": "str",
 }
-
-
-class ImageDecodeError(ValueError):
-    """An image file that cannot be decoded; the message is a short reason."""
 
 
 class UnreadableFile(OSError):
@@ -229,93 +223,6 @@ def content_id(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _open(data: bytes) -> ImageFile.ImageFile:
-    """Open an image from bytes, reading only its header; ImageDecodeError if impossible."""
-    if not data:
-        raise ImageDecodeError("empty file")
-    try:
-        return Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not an image (cannot identify image file)") from None
-    except Image.DecompressionBombError as exc:
-        return _open_over_pillow_limit(data, exc)
-    except Exception as exc:  # Pillow raises many types for malformed headers
-        raise ImageDecodeError(f"bad header: {exc}") from exc
-
-
-def _open_over_pillow_limit(data: bytes, exc: Exception) -> ImageFile.ImageFile:
-    """Open an image that Image.open refused as too large, so its size can be reported.
-
-    Mirrors Image.open's plugin loop without its pixel check; callers apply their own limit.
-    """
-    prefix = data[:16]
-    for name in Image.ID:
-        factory, accept = Image.OPEN[name]
-        accepted = not accept or accept(prefix)
-        if not accepted or isinstance(accepted, str):
-            continue
-        try:
-            return factory(io.BytesIO(data), "")
-        except Exception:  # not this format, or the plugin checks the size itself
-            continue
-    raise ImageDecodeError(f"decompression bomb ({exc})") from exc
-
-
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
-    width, height = size
-    if width * height > max_pixels:
-        raise ImageDecodeError(f"decompression bomb ({width} x {height} pixels)")
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Fully decode an opened image, apply EXIF orientation and convert it to 8-bit RGB.
-
-    Transparent images are flattened onto white; 16-bit grayscale is scaled to 8 bits.
-    """
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        if image.mode == "P" and "transparency" in image.info:
-            image = image.convert("RGBA")
-        if image.mode.startswith("I"):  # I;16*, I: assume 16-bit samples when > 255
-            values = np.asarray(image).astype(np.int64)
-            if values.max(initial=0) > 255:
-                values = values.clip(0, 65535) >> 8
-            image = Image.fromarray(values.clip(0, 255).astype(np.uint8))
-        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, image.convert("RGBA"))
-        return image if image.mode == "RGB" else image.convert("RGB")
-    except Exception as exc:  # truncated or corrupt data, unsupported mode, broken EXIF
-        raise ImageDecodeError(f"cannot decode: {exc}") from exc
-
-
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Fully decode image bytes to an RGB PIL image.
-
-    Raises ImageDecodeError for empty files, non-images, truncated or corrupt data and images
-    with more than ``max_pixels`` pixels (checked from the header, before decoding).
-    Truncated files are never padded: Pillow's LOAD_TRUNCATED_IMAGES is left untouched.
-    """
-    with _open(data) as image:
-        _check_pixels(image.size, max_pixels)
-        return _to_rgb(image)
-
-
-def _describe(data: bytes, decode: bool) -> tuple[str, int, int, str]:
-    """(format, width, height, error) of image bytes; decode=True also decodes the pixels."""
-    fmt, width, height = "", -1, -1
-    try:
-        with _open(data) as image:
-            fmt, (width, height) = image.format or "", image.size
-            _check_pixels(image.size, MAX_PIXELS)
-            if decode:
-                _to_rgb(image)
-    except ImageDecodeError as exc:
-        return fmt, width, height, str(exc)
-    return fmt, width, height, ""
-
-
 def _table(source: str | os.PathLike | ImageSource, progress: bool, decode: bool) -> pd.DataFrame:
     src = open_source(source)
     paths = src.paths()
@@ -331,7 +238,7 @@ def _table(source: str | os.PathLike | ImageSource, progress: bool, decode: bool
             rows.append((content_id(b"unreadable:" + path.encode("utf-8", "surrogateescape")), path, split, label,
                          "", -1, -1, 0, str(err)))
             continue
-        fmt, width, height, error = _describe(data, decode)
+        fmt, width, height, error = describe(data, decode)
         rows.append((content_id(data), path, split, label, fmt, width, height, len(data), error))
     return pd.DataFrame(rows, columns=list(_COLUMNS)).astype(_COLUMNS)
 

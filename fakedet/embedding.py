@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .datasets import ImageDecodeError, ImageSource, decode_image
+from .datasets import ImageSource
+from .decoding import ImageDecodeError, decode_image
 
 Forward = Callable[[torch.Tensor], np.ndarray]  # uint8 batch (B, 3, H, W) -> float32 (B, D)
 Writer = Callable[[np.ndarray, np.ndarray], None]  # (ids, X) of one batch

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .datasets import ImageDecodeError, decode_image
+from .decoding import ImageDecodeError, decode_image
 from .torch_head import NotExpressible, detector_module
 from .scoring import backbone_for, single_set
 

@@ -51,7 +51,8 @@ def probe_images(n: int, source: str | Path | None = None, size: int = 96, seed:
     """``n`` images to check parity on: the first ``n`` decodable files of a folder / zip ``source``,
     or generated ones (smooth colour waves plus noise, varied per image)."""
     if source is not None:
-        from .datasets import ImageDecodeError, decode_image, open_source
+        from .datasets import open_source
+        from .decoding import ImageDecodeError, decode_image
 
         images = []
         with open_source(source) as files:

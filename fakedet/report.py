@@ -28,7 +28,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .datasets import ImageDecodeError, decode_image, duplicates, open_source
+from .datasets import duplicates, open_source
+from .decoding import ImageDecodeError, decode_image
 from .metrics import PERCENT_KEYS
 from .project import Projection, ProjectionParams, project
 from .report_dataset import dataset_section, leak_warnings, mark_failures, shortcut_warnings

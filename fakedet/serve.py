@@ -34,7 +34,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
-from .datasets import ImageDecodeError, decode_image, open_source
+from .datasets import open_source
+from .decoding import ImageDecodeError, decode_image
 from .explain import Explainer
 from .store import Store, StoreError
 from .scoring import backbone_for, single_set

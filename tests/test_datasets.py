@@ -12,8 +12,8 @@ from PIL import Image
 
 from conftest import (bomb_png, encode_image, layout_files, make_image, truncated_jpeg,
                       write_tree, write_zip)
-from fakedet.datasets import (LABEL_NAMES, MAX_PIXELS, ImageDecodeError, decode_image,
-                              discover, duplicates, open_source, scan)
+from fakedet.datasets import LABEL_NAMES, discover, duplicates, open_source, scan
+from fakedet.decoding import MAX_PIXELS, ImageDecodeError, decode_image
 
 LAYOUTS = {
     "cifake": ({"train/REAL": 2, "train/FAKE": 3},

@@ -22,7 +22,8 @@ from fakedet.backbone_families import load_clip_model
 from fakedet.backbones import create_backbone
 from fakedet.feature_models import ClipFeatures, TimmFeatures
 from fakedet.cli import cli
-from fakedet.datasets import decode_image, discover, open_source
+from fakedet.datasets import discover, open_source
+from fakedet.decoding import decode_image
 from fakedet.extract import extract
 from fakedet.heads import make_head
 from fakedet.metrics import binary_metrics

@@ -12,7 +12,6 @@ from conftest import layout_files, write_tree
 from safetensors.torch import save_file
 
 from fakedet import onnx_runtime, runtimes
-from fakedet.backbone_config import BackboneError
 from fakedet.backbones import create_backbone
 from fakedet.cli import cli
 from fakedet.extract import extract
