@@ -82,10 +82,11 @@ def fuse(parts: list[Embeddings]) -> Embeddings:
     return Embeddings(X, parts[0].frame.iloc[rows[0]].reset_index(drop=True), "+".join(e.key for e in parts), attrs)
 
 
-def load_sets(store: Store, name: str, allow_partial: bool = True) -> Embeddings:
-    """Set ``name`` of ``store`` (a key, spec, prefix, or fused ``A+B``), fused when it names several;
-    a set still missing images of its table is refused unless ``allow_partial``."""
-    keys = resolve_sets(store, [name])
+def load_sets(store: Store, name: str | list[str], allow_partial: bool = True) -> Embeddings:
+    """Set ``name`` of ``store`` (a key, spec, prefix, or fused ``A+B``; or a list of them, fused in order,
+    e.g. the perturbed sets ``A+jpeg-q75`` of each part), fused when it names several; a set still
+    missing images of its table is refused unless ``allow_partial``."""
+    keys = resolve_sets(store, [name] if isinstance(name, str) else list(name))
     for key in keys:
         store.require_complete(key, allow_partial)
     return fuse([store.load(k) for k in keys])

@@ -1,7 +1,8 @@
 """How a detector holds up: under image perturbations, and on other datasets.
 
 ``evaluate_perturbed`` re-extracts perturbed copies of the evaluated images (each perturbation
-cached as its own embedding set, ``<key>+jpeg-q75``) and scores them with the same model and
+cached as its own embedding set, ``<key>+jpeg-q75``; for a fused model one per set it reads, fused
+as it reads them) and scores them with the same model and
 threshold. ``cross_evaluate`` scores one model on several datasets, one row per source, with
 real and fake recall apart: a detector that calls everything real scores 50% accuracy on a
 balanced set but 0% fake recall. ``assess`` is ``fakedet evaluate``: a saved model scored in
@@ -18,7 +19,7 @@ from .catalog import find_model
 from .detector import Detector
 from .extract import extract
 from .perturb import Perturbation, parse_perturbation
-from .scoring import Evaluation, backbone_for, evaluate, model_store, prediction_metrics
+from .scoring import Evaluation, evaluate, lazy_backbones, model_store, prediction_metrics
 from .store import per_id
 from .tables import write_table
 
@@ -46,12 +47,13 @@ def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], da
                                 "perturbed copies need the original files")
     frame = per_id(store.images())
     frame = frame[frame["id"].isin(clean.predictions["id"])].drop(columns=["n_copies", "label_conflict"])
-    backbone = backbone_for(detector, options.get("checkpoint"), options.get("device", "auto"), options.get("cache"))
+    backbones = lazy_backbones(detector, options.get("checkpoint"), options.get("device", "auto"), options.get("cache"))
     run = {k: options[k] for k in ("runtime", "batch_size", "workers", "progress") if k in options}
     rows = [{"perturbation": "none", **summary_row(clean.name, clean)}]
-    for perturbation in perturbations:
-        result = extract(source, backbone, cache=store.path, frame=frame, perturb=perturbation, **run)
-        scored = evaluate(detector, store.path, split=clean.split, key=result.key, cache=options.get("cache"))
+    for perturbation in perturbations:  # a fused model: each of its sets perturbed, then fused as the model reads them
+        keys = [extract(source, backbone(), cache=store.path, frame=frame, perturb=perturbation, **run).key
+                for backbone in backbones]
+        scored = evaluate(detector, store.path, split=clean.split, key=keys, cache=options.get("cache"))
         rows.append({"perturbation": perturbation.name, **summary_row(clean.name, scored)})
     table = pd.DataFrame(rows)
     table["accuracy_drop"] = table.loc[0, "accuracy"] - table["accuracy"]

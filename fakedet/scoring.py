@@ -25,7 +25,7 @@ from .store import Embeddings, Store, StoreError
 # --------------------------------------------------------------------------- a model's backbone and embeddings
 
 
-def single_set(detector: Detector, job: str = "export, explain, serve and evaluate --perturb") -> None:
+def single_set(detector: Detector, job: str = "export, explain and serve") -> None:
     """Refuse a fused model (several embedding sets) in a job that re-creates one backbone."""
     if detector.fused:
         raise ValueError(f"fused models are not supported by {job} yet: the model reads {len(detector.members)} "
@@ -180,7 +180,7 @@ def evaluate(
     data: str | Path | None = None,
     *,
     split: str | None = None,
-    key: str | None = None,
+    key: str | list[str] | None = None,
     cache: str | Path | None = None,
     checkpoint: str | Path | None = None,
     device: str = "auto",
@@ -194,8 +194,8 @@ def evaluate(
     ``split``: train, val, test or all. Default: the test split of the training data (the split
     the model was fit with), or all labelled rows of another dataset, where train/val/test
     refer to that dataset's folders and images identical to ones the model was fit or tuned on
-    are left out (counted in ``excluded``). ``key`` picks an embedding set (e.g. a perturbed one);
-    a dataset folder or zip without embeddings of the model's backbone is extracted first, with
+    are left out (counted in ``excluded``). ``key`` picks an embedding set (e.g. a perturbed one; a
+    list of keys is fused in order, one per set of a fused model); a dataset folder or zip without embeddings of the model's backbone is extracted first, with
     engine ``runtime`` (see ``fakedet.runtimes``).
     """
     if split not in (None, "train", "val", "test", "all"):

@@ -1,5 +1,6 @@
 """Fusion of embedding sets: rows aligned by content id, fused fits (concat / stack) with several datasets,
-the model file, evaluate / predict extracting every missing set, refusals, and compare's fused candidates."""
+the model file, evaluate / predict extracting every missing set, evaluate --perturb perturbing every set,
+refusals, and compare's fused candidates."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,8 @@ from fakedet.cli import cli
 from fakedet.detector import Detector, ModelMismatch
 from fakedet.extract import extract
 from fakedet.fusion import fuse, load_sets, resolve_sets
-from fakedet.scoring import backbone_for, evaluate, predict
+from fakedet.robustness import assess
+from fakedet.scoring import backbone_for, evaluate, model_store, predict
 from fakedet.store import Store, StoreError
 from fakedet.training_data import gather
 from fakedet.workflow import compare, fit
@@ -175,6 +177,21 @@ def test_cli_fit_fused_then_evaluate_and_predict_extract_every_set(sets, tmp_pat
     folder = rows[rows["path"].str.startswith(str(other))].set_index("path")["p_fake"]
     by_path = result.predictions.assign(path=str(other) + "/" + result.predictions["path"]).set_index("path")
     np.testing.assert_allclose(folder.loc[by_path.index], by_path["p_fake"])  # the same fused rows
+
+
+def test_evaluate_perturb_on_a_fused_model_perturbs_every_set(sets, tmp_path):
+    root, data, cache, first, second = sets
+    detector = fit(data, [first, second], cache=cache)
+    table = assess(detector.save(tmp_path / "m"), perturb=["blur:sigma=2"], split="val", cache=cache, device="cpu",
+                   workers=0).table
+    clean = evaluate(detector, split="val", cache=cache)
+    keys = [f"{first}+blur-sigma2", f"{second}+blur-sigma2"]
+    counts = model_store(detector, cache=cache).embedding_sets().set_index("key")["count"]
+    assert counts[keys].tolist() == [clean.metrics["n"]] * 2  # both sets perturbed, the evaluated images only
+    blurred = evaluate(detector, split="val", key=keys, cache=cache)
+    assert blurred.key == "+".join(keys) and not np.allclose(blurred.predictions["p_fake"], clean.predictions["p_fake"])
+    assert table["perturbation"].tolist() == ["none", "blur-sigma2"]
+    assert table["accuracy"].tolist() == [clean.metrics["accuracy"], blurred.metrics["accuracy"]]
 
 
 def test_fused_model_refusals_name_the_missing_extract(sets, tmp_path):
