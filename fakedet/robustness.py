@@ -1,12 +1,12 @@
 """How a detector holds up: under image perturbations, and on other datasets.
 
 ``evaluate_perturbed`` re-extracts perturbed copies of the evaluated images (each perturbation
-cached as its own embedding set, ``<key>+jpeg-q75``; for a fused model one per set it reads, fused
-as it reads them) and scores them with the same model and
-threshold. ``cross_evaluate`` scores one model on several datasets, one row per source, with
-real and fake recall apart: a detector that calls everything real scores 50% accuracy on a
-balanced set but 0% fake recall. ``assess`` is ``fakedet evaluate``: a saved model scored in
-whichever of these ways its arguments ask for.
+cached as its own embedding set, ``<key>+jpeg-q75``; a fused model's sets each perturbed, then fused
+as the model reads them) and scores them with the same model and threshold. ``cross_evaluate``
+scores one model on several datasets, one row per source, with real and fake recall apart: a
+detector that calls everything real scores 50% accuracy on a balanced set but 0% fake recall.
+``assess`` is ``fakedet evaluate``: a saved model scored in whichever of these ways its arguments
+ask for.
 """
 from __future__ import annotations
 

@@ -195,8 +195,9 @@ def evaluate(
     the model was fit with), or all labelled rows of another dataset, where train/val/test
     refer to that dataset's folders and images identical to ones the model was fit or tuned on
     are left out (counted in ``excluded``). ``key`` picks an embedding set (e.g. a perturbed one; a
-    list of keys is fused in order, one per set of a fused model); a dataset folder or zip without embeddings of the model's backbone is extracted first, with
-    engine ``runtime`` (see ``fakedet.runtimes``).
+    list of keys is fused in order, one per set of a fused model); a dataset folder or zip without
+    embeddings of the model's backbone is extracted first, with engine ``runtime`` (see
+    ``fakedet.runtimes``).
     """
     if split not in (None, "train", "val", "test", "all"):
         raise ValueError(f"split must be train, val, test or all, not {split!r}")
