@@ -47,11 +47,12 @@ def evaluate_perturbed(detector: Detector, perturbations: list[Perturbation], da
                                 "perturbed copies need the original files")
     frame = per_id(store.images())
     frame = frame[frame["id"].isin(clean.predictions["id"])].drop(columns=["n_copies", "label_conflict"])
-    backbones = lazy_backbones(detector, options.get("checkpoint"), options.get("device", "auto"), options.get("cache"))
+    backbones = [make() for make in lazy_backbones(  # every backbone made and checked before anything is written
+        detector, options.get("checkpoint"), options.get("device", "auto"), options.get("cache"))]
     run = {k: options[k] for k in ("runtime", "batch_size", "workers", "progress") if k in options}
     rows = [{"perturbation": "none", **summary_row(clean.name, clean)}]
     for perturbation in perturbations:  # a fused model: each of its sets perturbed, then fused as the model reads them
-        keys = [extract(source, backbone(), cache=store.path, frame=frame, perturb=perturbation, **run).key
+        keys = [extract(source, backbone, cache=store.path, frame=frame, perturb=perturbation, **run).key
                 for backbone in backbones]
         scored = evaluate(detector, store.path, split=clean.split, key=keys, cache=options.get("cache"))
         rows.append({"perturbation": perturbation.name, **summary_row(clean.name, scored)})

@@ -15,6 +15,7 @@ from test_training_data import FAST, images  # noqa: F401 - images is a fixture
 from threadpoolctl import threadpool_limits
 
 from fakedet import fusion
+from fakedet.backbone_config import BackboneError
 from fakedet.cli import cli
 from fakedet.detector import Detector, ModelMismatch
 from fakedet.extract import extract
@@ -210,6 +211,9 @@ def test_fused_model_refusals_name_the_missing_extract(sets, tmp_path):
         **detector.sets[1], "config": {**detector.sets[1]["config"], "checkpoint": str(tmp_path / "gone.pt")}}]})
     with pytest.raises(ModelMismatch, match="cannot be made here .*\n  fakedet extract .*--checkpoint .*gone.pt"):
         evaluate(broken, other, cache=cache, device="cpu", workers=0)
+    with pytest.raises(BackboneError, match="gone.pt"):  # --perturb: every backbone made before any set is written
+        assess(broken.save(tmp_path / "broken"), perturb=["jpeg:q=75"], split="val", cache=cache, device="cpu")
+    assert not [k for k in model_store(broken, cache=cache).embedding_sets()["key"] if k.endswith("+jpeg-q75")]
     for job in (lambda: backbone_for(detector), lambda: CliRunner().invoke(
             cli, ["export", str(detector.save(tmp_path / "m")), "--out", str(tmp_path / "m.onnx")])):
         try:
