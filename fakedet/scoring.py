@@ -116,7 +116,7 @@ def embed_source(
             key = extract(source, _made(backbone, member, detector, source, store), cache=cache, frame=frame,
                           runtime=runtime, batch_size=batch_size, workers=workers, progress=progress).key
         keys.append(key)
-    emb = load_sets(store, "+".join(keys))
+    emb = load_sets(store, keys)
     detector.check(emb)
     return emb, frame, store
 

@@ -67,7 +67,7 @@ def gather(data: list[str | Path | None], backbone: str | list[str] | None = Non
         raise ValueError(f"a dataset is named twice: {', '.join(names)}")
     sets = [backbone] if isinstance(backbone, str) else list(backbone or [])
     first_keys = resolve_sets(stores[0], sets) if sets else [pick_set(stores[0])]
-    first = load_sets(stores[0], "+".join(first_keys), allow_partial)
+    first = load_sets(stores[0], first_keys, allow_partial)
     parts, splits, how = [first], [], {}
     for store in stores[1:]:
         keys = []
@@ -80,7 +80,7 @@ def gather(data: list[str | Path | None], backbone: str | list[str] | None = Non
                     f"fakedet extract {store.attrs().get('source', 'DATA')} --cache {store.path} "
                     f"{BackboneConfig.from_set_attrs(member).options()}")
             keys.append(key)
-        parts.append(load_sets(store, "+".join(keys), allow_partial))
+        parts.append(load_sets(store, keys, allow_partial))
     for store, emb in zip(stores, parts):
         emb.frame = emb.frame.assign(source=store.path.stem)
         split, how[store.path.stem] = assign_splits(emb.frame, val_size=val_size, test_size=test_size,
