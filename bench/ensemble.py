@@ -1,9 +1,9 @@
 """Soft-voting ensemble of saved models, from their per-image predictions: P(fake) = the mean of the
 models' P(fake), scored at threshold 0.5 beside each model alone.
 
-The same rule as ``fit --fusion stack``, for sets too large to fuse in memory (two every-block sets of
-all of CIFAKE: the fused fit needs more than 24 GiB). Write each model's predictions of one split
-first, e.g.:
+The same rule as ``fakedet ensemble`` (and ``fit --fusion stack``), which makes one usable model of
+them; this script only scores saved predictions, to compare many combinations of members in seconds.
+Write each model's predictions of one split first, e.g.:
 
     fakedet evaluate cache/full/models/ft64-logreg --cache cache/full --split val --out ft64-val.csv
     fakedet evaluate cache/full/models/ft96-logreg --cache cache/full --split val --out ft96-val.csv

@@ -229,14 +229,15 @@ def test_compare_ranks_heads_and_sets_best_first(cache):
 
 def test_detector_is_a_torch_free_estimator(cache):
     """predict_proba is (N, 2) in the order of classes_, p_fake its fake column; the heads layer
-    (detector, catalog, workflow, heads, config) imports neither torch nor the backbones."""
+    (detector, catalog, workflow, heads, config, ensemble) imports neither torch nor the backbones."""
     detector = fit(cache=cache, head="logreg", params={"C": 1.0})
     X = Store(cache / "data.h5").load(detector.key).X
     proba = detector.predict_proba(X)
     assert proba.shape == (len(X), 2) and list(detector.classes_) == [0, 1]
     np.testing.assert_allclose(proba.sum(axis=1), 1)
     np.testing.assert_array_equal(detector.p_fake(X), proba[:, 1])
-    code = ("import sys, fakedet.detector, fakedet.catalog, fakedet.workflow, fakedet.heads, fakedet.backbone_config;"
+    code = ("import sys, fakedet.detector, fakedet.catalog, fakedet.workflow, fakedet.heads, fakedet.backbone_config,"
+            " fakedet.ensemble;"
             "print(sorted(m for m in ('torch', 'fakedet.backbones') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

@@ -1,4 +1,4 @@
-"""Commands that fit and use classifier heads: fit, evaluate, compare, curve, predict."""
+"""Commands that fit and use classifier heads: fit, ensemble, evaluate, compare, curve, predict."""
 from __future__ import annotations
 
 import json
@@ -54,6 +54,45 @@ PARAM = click.option("--param", "-p", multiple=True,
                      help="head parameter NAME=VALUE (value read as JSON), repeatable")
 
 
+def show_and_save(detector, out: Path | None, cache) -> None:
+    """Print a fitted model's training summary and metrics, save it (default folder: its name) and say where."""
+    from ..catalog import model_dir, model_name
+    from ..metrics import format_metrics
+
+    training = detector.training
+    datasets = ", ".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
+    click.echo(f"{detector.head} on {datasets} / {detector.key}: split by {training['split']}")
+    if "augment" in training:
+        a = training["augment"]
+        click.echo(f"augmented: {a['copies']} cop{'y' if a['copies'] == 1 else 'ies'} of the training images "
+                   f"({', '.join(a['specs'])}{'; one kind per copy' if a.get('pick') == 'one' else ''}), "
+                   f"{a['rows']} extra training rows")
+    if "fusion" in training:
+        click.echo(f"fused ({training['fusion']['mode']}): {' + '.join(training['fusion']['sets'])}"
+                   + "".join(f"; {n} rows without a match left out of {k}"
+                             for k, n in training["fusion"]["dropped"].items() if n))
+    for i, m in enumerate(training.get("ensemble", []), 1):
+        accuracy = m["val_accuracy"]
+        click.echo(f"member {i}: {m['head']} on {m['key']}"
+                   + (f", val accuracy {accuracy:.2%}" if accuracy is not None else ""))
+    if "tuned" in training:
+        click.echo("tuned by cross-validation on train: " + ", ".join(f"{k}={v:g}" for k, v in training["tuned"].items()))
+    for name, metrics in detector.metrics.items():
+        if name == "cv":
+            click.secho(f"[{metrics['folds']}-fold cross-validation on train+val, threshold 0.5]", bold=True)
+            click.echo("\n".join(f"{k:<20}{metrics['mean'][k]:>11.4f} ± {metrics['std'][k]:.4f}"
+                                 for k in ("accuracy", "balanced_accuracy", "roc_auc", "average_precision")))
+        else:
+            click.secho(f"[{name}]", bold=True)
+            click.echo(format_metrics(metrics))
+    if detector.domain is not None:
+        click.echo(f"out-of-domain flag: score > {detector.domain.threshold:.3f} "
+                   f"(keeps {detector.domain.in_domain_rate:.1%} of val in domain)")
+    directory = detector.save(out or model_dir(model_name(detector), cache))
+    click.echo(f"model saved to {directory} (threshold {detector.threshold:.4f} chosen on "
+               f"{training['threshold_from']})")
+
+
 @cli.command()
 @click.option("--data", "-d", multiple=True,
               help="dataset folder/zip, .h5 cache file or dataset name; repeat to fit on several datasets "
@@ -88,8 +127,6 @@ PARAM = click.option("--param", "-p", multiple=True,
 def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, preprocess, cv, augment, copies,
         augment_pick, balance, domain_rate, out, allow_partial, device, runtime, batch_size, workers, cache, quiet):
     """Fit a classifier head on cached embeddings of one or several datasets; save it with its metrics."""
-    from ..catalog import model_dir, model_name
-    from ..metrics import format_metrics
     from ..perturb import augmentations
     from ..workflow import fit as run
 
@@ -102,34 +139,25 @@ def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, 
                    cache=cache, val_size=val_size, test_size=test_size, cv=cv, random_state=seed, augment=augment,
                    copies=copies, augment_pick=augment_pick, balance=balance, domain_rate=domain_rate, device=device, runtime=runtime,
                    batch_size=batch_size, workers=workers, progress=not quiet, allow_partial=allow_partial)
-    training = detector.training
-    datasets = ", ".join(s["dataset"] for s in training.get("sources", [])) or training["dataset"]
-    click.echo(f"{head} on {datasets} / {detector.key}: split by {training['split']}")
-    if "augment" in training:
-        a = training["augment"]
-        click.echo(f"augmented: {a['copies']} cop{'y' if a['copies'] == 1 else 'ies'} of the training images "
-                   f"({', '.join(a['specs'])}{'; one kind per copy' if a.get('pick') == 'one' else ''}), "
-                   f"{a['rows']} extra training rows")
-    if "fusion" in training:
-        click.echo(f"fused ({training['fusion']['mode']}): {' + '.join(training['fusion']['sets'])}"
-                   + "".join(f"; {n} rows without a match left out of {k}"
-                             for k, n in training["fusion"]["dropped"].items() if n))
-    if "tuned" in training:
-        click.echo("tuned by cross-validation on train: " + ", ".join(f"{k}={v:g}" for k, v in training["tuned"].items()))
-    for name, metrics in detector.metrics.items():
-        if name == "cv":
-            click.secho(f"[{metrics['folds']}-fold cross-validation on train+val, threshold 0.5]", bold=True)
-            click.echo("\n".join(f"{k:<20}{metrics['mean'][k]:>11.4f} ± {metrics['std'][k]:.4f}"
-                                 for k in ("accuracy", "balanced_accuracy", "roc_auc", "average_precision")))
-        else:
-            click.secho(f"[{name}]", bold=True)
-            click.echo(format_metrics(metrics))
-    if detector.domain is not None:
-        click.echo(f"out-of-domain flag: score > {detector.domain.threshold:.3f} "
-                   f"(keeps {detector.domain.in_domain_rate:.1%} of val in domain)")
-    directory = detector.save(out or model_dir(model_name(detector), cache))
-    click.echo(f"model saved to {directory} (threshold {detector.threshold:.4f} chosen on "
-               f"{training['threshold_from']})")
+    show_and_save(detector, out, cache)
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--domain-rate", type=click.FloatRange(0.5, 1, max_open=True), default=0.99, show_default=True,
+              help="share of in-domain (val) images the out-of-domain flag keeps in")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="model folder [default: <cache>/models/<dataset>-<keys>-<head>-stack]")
+@cache_option
+def ensemble(models, domain_rate, out, cache):
+    """One model from MODELS (folders or names), P(fake) the mean of theirs; no refit, one set in memory at a time.
+
+    Each model must read its own embedding set of the same data, fit with the same split (same --data,
+    --val-size, --test-size and --seed); the threshold is chosen on that validation split.
+    """
+    from ..ensemble import ensemble as run
+
+    show_and_save(run(list(models), cache=cache, domain_rate=domain_rate), out, cache)
 
 
 @cli.command()

@@ -1,0 +1,139 @@
+"""Soft-voting ensembles of saved models: one model from several, without refitting any of them.
+
+``ensemble([m1, m2, ...])`` takes single-set models fit on the same data with the same split (each on
+its own embedding set: several backbones, or one backbone at several settings) and returns one fused
+model whose P(fake) is the mean of theirs: the model ``fit --fusion stack`` would make, but with each
+head fitted on its own, one set in memory at a time. A stacked fit holds every set's rows at once
+and, on all of CIFAKE with two or three every-block sets, needs more than 24 GiB; here only the
+validation rows and a sample of the training rows of all sets are held together.
+
+The result is an ordinary fused model (``fakedet.fusion``): a scikit-learn ``VotingClassifier`` over
+the members' fitted pipelines (each wrapped in ``FrozenEstimator`` behind a column block), saved,
+evaluated and used by ``predict`` like any other. Its threshold is chosen on the shared validation
+split, and its out-of-domain summary is fitted on the fused training rows (at most
+``domain.FIT_ROWS`` of them) and calibrated on the fused validation rows. Torch-free.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import VotingClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
+
+from .catalog import find_model
+from .detector import Detector
+from .domain import DEFAULT_RATE, FIT_ROWS, DomainModel
+from .metrics import binary_metrics, choose_threshold
+from .store import Store
+from .training import split_counts
+
+
+def load_members(models: list[str | Path | Detector], cache: str | Path | None = None) -> list[Detector]:
+    """The members as detectors (folders or names under ``<cache>/models/``), checked to form an ensemble."""
+    if len(models) < 2:
+        raise ValueError("an ensemble needs at least two models")
+    members = [m if isinstance(m, Detector) else Detector.load(find_model(m, cache)) for m in models]
+    first = members[0]
+    for i, m in enumerate(members):
+        name = f"model {i + 1} ({m.key}/{m.head})"
+        if m.fused:
+            raise ValueError(f"{name} is a fused model; an ensemble takes models fit on one embedding set each")
+        if m.training.get("sources"):
+            raise ValueError(f"{name} was fit on several datasets; ensembles of such models are not supported yet")
+        if Path(m.training.get("store", "")).resolve() != Path(first.training.get("store", "")).resolve():
+            raise ValueError(f"{name} was fit on {m.training.get('store')}, model 1 on {first.training.get('store')}: "
+                             "an ensemble's models must be fit on the same data")
+        if not _same_split(m.splits, first.splits):
+            raise ValueError(f"{name} was fit on another split than model 1: fit every member with the same --data, "
+                             "--val-size, --test-size and --seed, so that none has trained on the others' "
+                             "validation images")
+    keys = [m.key for m in members]
+    if len(set(keys)) < len(keys):
+        raise ValueError(f"two models read the same embedding set ({keys}); an ensemble takes one model per set")
+    return members
+
+
+def ensemble(models: list[str | Path | Detector], *, cache: str | Path | None = None,
+             domain_rate: float | None = DEFAULT_RATE, random_state: int = 0) -> Detector:
+    """One model whose P(fake) is the mean of ``models``' (see module docstring); ``domain_rate``: the share of
+    validation images its out-of-domain flag keeps in (None: no flag)."""
+    members = load_members(models, cache)
+    store = Store(members[0].training["store"])
+    splits = members[0].splits.set_index("id")["split"]
+    frames = [store.frame(m.key) for m in members]
+    present = [splits.index.isin(f["id"]) for f in frames]
+    ids = splits.index[np.all(present, axis=0)]  # ids every member's set holds
+    split, labels = splits.loc[ids].to_numpy(), frames[0].set_index("id")["label"].loc[ids].to_numpy()
+    sample = np.flatnonzero(split == "train")
+    if len(sample) > FIT_ROWS:
+        sample = np.sort(np.random.default_rng(random_state).choice(sample, FIT_ROWS, replace=False))
+    scored = {s: np.flatnonzero(split == s) for s in ("val", "test")}
+    held = ids[np.concatenate([sample, scored["val"], scored["test"]])]  # the rows the ensemble needs
+    blocks, votes = [], []
+    for m in members:  # one whole set in memory at a time
+        emb = store.load(m.key)
+        m.check(emb)
+        X_m = emb.X[pd.Index(emb.frame["id"]).get_indexer(held)]
+        del emb
+        votes.append(m.p_fake(X_m[len(sample):]))
+        blocks.append(X_m)
+    X, p = np.concatenate(blocks, axis=1), np.mean(votes, axis=0)
+    y = labels[np.concatenate([scored["val"], scored["test"]])]
+    del blocks
+    keys = [m.key for m in members]
+    sets = [{"key": m.key, "spec": m.backbone, "fingerprint": m.fingerprint, "identity": m.identity,
+             "config": m.config.to_dict(), "dim": int(m.training["n_features"])} for m in members]
+    detector = Detector(pipeline=_voting(members), head=_head(members), params={}, preprocess="",
+                        key="+".join(keys), fingerprint="+".join(m.fingerprint for m in members),
+                        backbone="+".join(m.backbone for m in members), identity={}, sets=sets)
+    n_val = len(scored["val"])
+    at = {"val": slice(0, n_val), "test": slice(n_val, len(p))}
+    if len(np.unique(y[at["val"]])) == 2:
+        detector.threshold = choose_threshold(y[at["val"]], p[at["val"]])
+    X_scored = X[len(sample):]
+    if domain_rate is not None and n_val:
+        detector.domain = DomainModel.fit(X[:len(sample)], random_state=random_state).calibrate(
+            X_scored[at["val"]], domain_rate)
+    for s in ("val", "test"):
+        if len(scored[s]):
+            detector.metrics[s] = binary_metrics(y[at[s]], p[at[s]], detector.threshold)
+            if detector.domain is not None:
+                detector.metrics[s]["out_of_domain"] = float(detector.domain.flag(X_scored[at[s]]).mean())
+    training = members[0].training
+    detector.training = {
+        **{k: training[k] for k in ("store", "dataset", "source", "split", "val_size", "test_size", "random_state")
+           if k in training},
+        "key": detector.key, "counts": split_counts(labels, split),
+        "n_features": int(X.shape[1]),
+        "threshold_from": "val" if len(np.unique(y[at["val"]])) == 2 else "default 0.5",
+        "fusion": {"mode": "stack", "sets": keys,
+                   "dropped": {k: int((~h).sum()) for k, h in zip(keys, present) if (~h).any()}},
+        "ensemble": [{"key": m.key, "head": m.head, "params": m.params, "threshold": m.threshold,
+                      "val_accuracy": m.metrics.get("val", {}).get("accuracy")} for m in members],
+    }
+    detector.splits = members[0].splits[members[0].splits["id"].isin(ids)].reset_index(drop=True)
+    return detector
+
+
+def _same_split(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    return a.sort_values("id").reset_index(drop=True).equals(b.sort_values("id").reset_index(drop=True))
+
+
+def _head(members: list[Detector]) -> str:
+    heads = list(dict.fromkeys(m.head for m in members))
+    return heads[0] if len(heads) == 1 else "+".join(heads)
+
+
+def _voting(members: list[Detector]) -> Pipeline:
+    """The fitted soft-voting pipeline: member i reads its column block of the fused rows."""
+    dims = [int(m.training["n_features"]) for m in members]
+    columns = np.split(np.arange(sum(dims)), np.cumsum(dims)[:-1])
+    probe = np.zeros((2, sum(dims)), np.float32)  # fits only the column blocks and the class labels
+    voters = [(f"set{i}", FrozenEstimator(Pipeline([
+        ("block", ColumnTransformer([(f"set{i}", "passthrough", c.tolist())]).fit(probe)), *m.pipeline.steps])))
+        for i, (m, c) in enumerate(zip(members, columns))]
+    return Pipeline([("fusion", VotingClassifier(voters, voting="soft").fit(probe, np.array([0, 1])))])
