@@ -25,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 DEFAULT_RATE = 0.99
 DEFAULT_COMPONENTS = 64
 FIT_ROWS = 20_000  # training rows the summary is fitted on, at most
+FIT_BYTES = 2 * 2**30  # and at most this much float64 per copy of them (wide fused sets get fewer rows)
 CHUNK = 4096  # rows scored at a time
 
 
@@ -42,9 +43,10 @@ class DomainModel:
     def fit(cls, X: np.ndarray, rows: np.ndarray | None = None, *, n_components: int = DEFAULT_COMPONENTS,
             max_rows: int = FIT_ROWS, random_state: int = 0) -> "DomainModel":
         """Fit the subspace on training embeddings ``X[rows]`` (default: all rows), at most ``max_rows`` of
-        them drawn at random (a summary needs no more; 100k 10k-d rows would need tens of GB in float64);
-        call ``calibrate`` before ``flag``."""
+        them (and at most ``fit_rows(width)``) drawn at random (a summary needs no more; 100k 10k-d rows
+        would need tens of GB in float64); call ``calibrate`` before ``flag``."""
         rows = np.arange(len(X)) if rows is None else np.asarray(rows)
+        max_rows = min(max_rows, fit_rows(X.shape[1]))
         if len(rows) > max_rows:
             rows = np.sort(np.random.default_rng(random_state).choice(rows, max_rows, replace=False))
         X = np.asarray(X[rows], np.float64)
@@ -88,6 +90,12 @@ class DomainModel:
     def from_meta(cls, pipeline: Pipeline, meta: dict) -> "DomainModel":
         return cls(pipeline=pipeline, t2_scale=float(meta["t2_scale"]), q_scale=float(meta["q_scale"]),
                    threshold=float(meta["threshold"]), in_domain_rate=float(meta["in_domain_rate"]))
+
+
+def fit_rows(width: int) -> int:
+    """Rows the summary of ``width``-column embeddings is fitted on, at most: ``FIT_ROWS``, fewer when a
+    float64 copy of them would pass ``FIT_BYTES`` (every set up to 13,400 columns gets ``FIT_ROWS``)."""
+    return int(max(100, min(FIT_ROWS, FIT_BYTES // (8 * max(width, 1)))))
 
 
 def _statistics(pipeline: Pipeline, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,10 +8,10 @@ and, on all of CIFAKE with two or three every-block sets, needs more than 24 GiB
 validation rows and a sample of the training rows of all sets are held together.
 
 The result is an ordinary fused model (``fakedet.fusion``): a scikit-learn ``VotingClassifier`` over
-the members' fitted pipelines (each wrapped in ``FrozenEstimator`` behind a column block), saved,
+the members' fitted pipelines (each wrapped in ``FrozenEstimator`` behind its ``ColumnBlock``), saved,
 evaluated and used by ``predict`` like any other. Its threshold is chosen on the shared validation
 split, and its out-of-domain summary is fitted on the fused training rows (at most
-``domain.FIT_ROWS`` of them) and calibrated on the fused validation rows. Torch-free.
+``domain.fit_rows(width)`` of them) and calibrated on the fused validation rows. Torch-free.
 """
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import VotingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from .catalog import find_model
 from .detector import Detector
-from .domain import DEFAULT_RATE, FIT_ROWS, DomainModel
+from .domain import DEFAULT_RATE, DomainModel, fit_rows
+from .fusion import ColumnBlock
 from .metrics import binary_metrics, choose_threshold
 from .store import Store
 from .training import split_counts
@@ -68,22 +68,21 @@ def ensemble(models: list[str | Path | Detector], *, cache: str | Path | None = 
     present = [splits.index.isin(f["id"]) for f in frames]
     ids = splits.index[np.all(present, axis=0)]  # ids every member's set holds
     split, labels = splits.loc[ids].to_numpy(), frames[0].set_index("id")["label"].loc[ids].to_numpy()
+    dims = [int(m.training["n_features"]) for m in members]
     sample = np.flatnonzero(split == "train")
-    if len(sample) > FIT_ROWS:
-        sample = np.sort(np.random.default_rng(random_state).choice(sample, FIT_ROWS, replace=False))
+    if len(sample) > fit_rows(sum(dims)):
+        sample = np.sort(np.random.default_rng(random_state).choice(sample, fit_rows(sum(dims)), replace=False))
     scored = {s: np.flatnonzero(split == s) for s in ("val", "test")}
     held = ids[np.concatenate([sample, scored["val"], scored["test"]])]  # the rows the ensemble needs
-    blocks, votes = [], []
-    for m in members:  # one whole set in memory at a time
+    X, votes, column = np.empty((len(held), sum(dims)), np.float32), [], 0
+    for m, width in zip(members, dims):  # one whole set in memory at a time
         emb = store.load(m.key)
         m.check(emb)
-        X_m = emb.X[pd.Index(emb.frame["id"]).get_indexer(held)]
+        X[:, column:column + width] = emb.X[pd.Index(emb.frame["id"]).get_indexer(held)]
         del emb
-        votes.append(m.p_fake(X_m[len(sample):]))
-        blocks.append(X_m)
-    X, p = np.concatenate(blocks, axis=1), np.mean(votes, axis=0)
-    y = labels[np.concatenate([scored["val"], scored["test"]])]
-    del blocks
+        votes.append(m.p_fake(X[len(sample):, column:column + width]))
+        column += width
+    p, y = np.mean(votes, axis=0), labels[np.concatenate([scored["val"], scored["test"]])]
     keys = [m.key for m in members]
     sets = [{"key": m.key, "spec": m.backbone, "fingerprint": m.fingerprint, "identity": m.identity,
              "config": m.config.to_dict(), "dim": int(m.training["n_features"])} for m in members]
@@ -134,6 +133,6 @@ def _voting(members: list[Detector]) -> Pipeline:
     columns = np.split(np.arange(sum(dims)), np.cumsum(dims)[:-1])
     probe = np.zeros((2, sum(dims)), np.float32)  # fits only the column blocks and the class labels
     voters = [(f"set{i}", FrozenEstimator(Pipeline([
-        ("block", ColumnTransformer([(f"set{i}", "passthrough", c.tolist())]).fit(probe)), *m.pipeline.steps])))
+        ("block", ColumnBlock(int(c[0]), int(c[-1]) + 1).fit(probe)), *m.pipeline.steps])))
         for i, (m, c) in enumerate(zip(members, columns))]
     return Pipeline([("fusion", VotingClassifier(voters, voting="soft").fit(probe, np.array([0, 1])))])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import VotingClassifier
 from sklearn.pipeline import Pipeline
@@ -33,6 +34,21 @@ from .store import Embeddings, Store, StoreError
 FUSIONS = ("concat", "stack")
 FUSE_CHUNK_ROWS = 4096  # rows copied at a time when fusing (two whole-set copies of all of CIFAKE took 7.9 GB)
 SET_FIELDS = ("key", "spec", "fingerprint", "identity", "config", "dim")  # what a fused set records of each part
+
+
+class ColumnBlock(TransformerMixin, BaseEstimator):
+    """Columns ``start:stop`` of fused rows: one set's block, read by that set's head in a stacked model.
+    Saved as two numbers, where a ``ColumnTransformer`` would save the index of every other column."""
+
+    def __init__(self, start: int = 0, stop: int = 0):
+        self.start, self.stop = start, stop
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        return X[:, self.start:self.stop]
 
 
 def resolve_sets(store: Store, names: list[str]) -> list[str]:
@@ -104,7 +120,7 @@ def head_pipeline(emb: Embeddings, head: str, params: dict | None = None, prepro
     columns = [c.tolist() for c in np.split(np.arange(sum(dims)), np.cumsum(dims)[:-1])]
     names = [f"set{i}" for i in range(len(dims))]
     if fusion == "stack":
-        voters = [(n, Pipeline([("block", ColumnTransformer([(n, "passthrough", c)])),
+        voters = [(n, Pipeline([("block", ColumnBlock(int(c[0]), int(c[-1]) + 1)),
                                 *make_head(head, params, preprocess, random_state, n_samples).steps]))
                   for n, c in zip(names, columns)]
         return Pipeline([("fusion", VotingClassifier(voters, voting="soft"))])

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from fakedet.domain import DomainModel
+from fakedet import domain
+from fakedet.domain import DomainModel, fit_rows
 
 
 def _domain(n, rng, dim=40, rank=5):
@@ -40,6 +41,16 @@ def test_large_training_sets_are_summarised_from_a_seeded_sample_and_scored_in_c
     one_by_one = np.concatenate([model.score(X[i:i + 1]) for i in range(0, 9000, 997)])
     np.testing.assert_allclose(scores[::997], one_by_one, rtol=1e-9)
     assert model.score(X[:0]).shape == (0,)
+
+
+def test_wide_embeddings_are_summarised_from_fewer_rows(monkeypatch):
+    assert fit_rows(12_512) == 20_000 and fit_rows(34_144) == 2 * 2**30 // (8 * 34_144)  # lite2 blocks: all rows
+    monkeypatch.setattr(domain, "FIT_BYTES", 8 * 40 * 1000)  # 1,000 float64 rows of 40 columns
+    X = _domain(3000, np.random.default_rng(3))
+    assert X.shape[1] <= 40 and fit_rows(X.shape[1]) >= 1000
+    wide = np.concatenate([X, X], axis=1)  # twice the columns: half the rows
+    model = DomainModel.fit(wide, n_components=5, random_state=0)
+    assert model.pipeline["scale"].n_samples_seen_ == fit_rows(wide.shape[1]) < 3000
 
 
 def test_rate_moves_the_threshold():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_fusion import KEY_A, KEY_B, two_sets
+from test_detector import make_store
+from test_fusion import KEY_A, KEY_B, add_set, two_sets
 from threadpoolctl import threadpool_limits
 
 from fakedet.cli import cli
@@ -67,3 +68,21 @@ def test_ensemble_refuses_members_it_cannot_average(tmp_path):
     out = CliRunner().invoke(cli, ["ensemble", "nope", "--cache", str(tmp_path)])
     assert out.exit_code == 2 and "at least two models" in out.output
     assert not (tmp_path / "models").exists()  # nothing written
+
+
+def test_a_stacked_model_file_grows_with_its_heads_not_with_the_column_count(tmp_path):
+    """Each set's head reads its block through a ColumnBlock (two numbers); a ColumnTransformer would save
+    the index of every other column in every head, megabytes for wide sets."""
+    store = make_store(tmp_path / "w.h5", n=120, dim=3000)
+    a = store.load(KEY_A)
+    add_set(store, KEY_B, list(a.frame["id"]), a.X[:, ::-1].copy(), "e" * 32)
+    params = {"C": 1.0}
+    members = [fit(store.path, k, "logreg", params=params, domain_rate=None) for k in (KEY_A, KEY_B)]
+    heads = sum((m.save(tmp_path / k) / "model.skops").stat().st_size for m, k in zip(members, "ab"))
+    for model, name in ((ensemble(members, domain_rate=None), "e"),
+                        (fit(store.path, [KEY_A, KEY_B], "logreg", params=params, fusion="stack", domain_rate=None), "s")):
+        size = (model.save(tmp_path / name) / "model.skops").stat().st_size
+        assert size < 2.5 * heads, (size, heads)  # the heads (twice in an ensemble: estimators and estimators_);
+        # a ColumnTransformer would add about 1 kB per column to each head, 30 times this
+        np.testing.assert_allclose(Detector.load(tmp_path / name).p_fake(np.hstack([a.X, a.X[:, ::-1]])[:5]),
+                                   model.p_fake(np.hstack([a.X, a.X[:, ::-1]])[:5]))
