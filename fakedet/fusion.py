@@ -20,6 +20,8 @@ Torch-free, like the heads.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -80,32 +82,47 @@ def fuse(parts: list[Embeddings]) -> Embeddings:
     """One embedding set from several of one dataset, aligned by content id (see module docstring)."""
     if len(parts) == 1:
         return parts[0]
-    ids = parts[0].frame["id"]
-    for emb in parts[1:]:
-        ids = ids[ids.isin(emb.frame["id"])]
-    rows = [pd.Index(e.frame["id"]).get_indexer(ids) for e in parts]
-    X = np.empty((len(ids), sum(e.X.shape[1] for e in parts)), dtype=np.result_type(*(e.X for e in parts)))
-    column = 0
-    for emb, r in zip(parts, rows):  # filled in row chunks: no whole-set temporary copies
-        width = emb.X.shape[1]
-        for start in range(0, len(r), FUSE_CHUNK_ROWS):
-            X[start:start + FUSE_CHUNK_ROWS, column:column + width] = emb.X[r[start:start + FUSE_CHUNK_ROWS]]
+    return _fuse([p.frame for p in parts], [p.X.shape[1] for p in parts], parts.__getitem__)
+
+
+def _fuse(frames: list[pd.DataFrame], widths: list[int], part: Callable[[int], Embeddings]) -> Embeddings:
+    """Fused rows of the ids every frame holds, part ``i`` (``part(i)``, with rows ``frames[i]``) filled
+    into its columns and then let go: one part besides the fused rows in memory at a time."""
+    ids = frames[0]["id"]
+    for frame in frames[1:]:
+        ids = ids[ids.isin(frame["id"])]
+    X, sets, keys, column, first = None, [], [], 0, None
+    for i, width in enumerate(widths):
+        emb = part(i)
+        rows = pd.Index(emb.frame["id"]).get_indexer(ids)
+        if X is None:
+            X, first = np.empty((len(ids), sum(widths)), dtype=emb.X.dtype), emb.frame.iloc[rows]
+        for start in range(0, len(rows), FUSE_CHUNK_ROWS):  # filled in row chunks: no whole-set temporary copies
+            X[start:start + FUSE_CHUNK_ROWS, column:column + width] = emb.X[rows[start:start + FUSE_CHUNK_ROWS]]
         column += width
-    sets = [m for e in parts for m in members(e)]
+        sets += members(emb)
+        keys.append(emb.key)
+        del emb
     attrs = {"spec": "+".join(m["spec"] for m in sets), "fingerprint": "+".join(m["fingerprint"] for m in sets),
              "identity": {}, "perturb": "", "sets": sets,
-             "dropped": {e.key: int(len(e.frame) - len(ids)) for e in parts}}
-    return Embeddings(X, parts[0].frame.iloc[rows[0]].reset_index(drop=True), "+".join(e.key for e in parts), attrs)
+             "dropped": {k: int(len(f) - len(ids)) for k, f in zip(keys, frames)}}
+    return Embeddings(X, first.reset_index(drop=True), "+".join(keys), attrs)
 
 
 def load_sets(store: Store, name: str | list[str], allow_partial: bool = True) -> Embeddings:
     """Set ``name`` of ``store`` (a key, spec, prefix, or fused ``A+B``; or a list of them, fused in order,
-    e.g. the perturbed sets ``A+jpeg-q75`` of each part), fused when it names several; a set still
-    missing images of its table is refused unless ``allow_partial``."""
+    e.g. the perturbed sets ``A+jpeg-q75`` of each part), fused when it names several, reading one set at
+    a time; a set still missing images of its table is refused unless ``allow_partial``."""
     keys = resolve_sets(store, [name] if isinstance(name, str) else list(name))
     for key in keys:
         store.require_complete(key, allow_partial)
-    return fuse([store.load(k) for k in keys])
+    if len(keys) == 1:
+        return store.load(keys[0])
+    dims = store.embedding_sets().set_index("key")["dim"]
+    frames = [store.frame(k) for k in keys]
+    order = pd.Index(frames[0]["id"]).get_indexer(store.embedded_ids(keys[0]))
+    frames[0] = frames[0].iloc[order[order >= 0]]  # rows in the first set's order, as load() gives them
+    return _fuse(frames, [int(dims[k]) for k in keys], lambda i: store.load(keys[i]))
 
 
 def head_pipeline(emb: Embeddings, head: str, params: dict | None = None, preprocess: str | None = None,

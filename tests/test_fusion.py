@@ -77,6 +77,18 @@ def test_fuse_aligns_sets_by_content_id_whatever_their_row_order(tmp_path, monke
         resolve_sets(store, [f"{KEY_A}+nope"])
 
 
+def test_load_sets_reads_one_set_at_a_time_into_what_fuse_makes(tmp_path, monkeypatch):
+    store, _ = two_sets(tmp_path / "d.h5", n=60, drop=5)
+    loaded, load = [], store.load
+    monkeypatch.setattr(store, "load", lambda key: loaded.append(key) or load(key))
+    for keys in ([KEY_A, KEY_B], [KEY_B, KEY_A]):  # B's rows are stored in reverse: the first set's order wins
+        expected = fuse([load(k) for k in keys])
+        fused = load_sets(store, keys)
+        assert fused.frame.equals(expected.frame) and fused.key == expected.key and fused.attrs == expected.attrs
+        np.testing.assert_array_equal(fused.X, expected.X)
+    assert loaded == [KEY_A, KEY_B, KEY_B, KEY_A]
+
+
 def test_fused_fit_reads_both_sets_side_by_side_and_round_trips(tmp_path):
     store, B = two_sets(tmp_path / "d.h5", n=200, drop=10)
     with pytest.raises(StoreError, match="incomplete"):  # B lacks 10 ids of the table: the store's rule holds
