@@ -85,8 +85,8 @@ def ensemble(models: list[str | Path | Detector], *, cache: str | Path | None = 
     p, y = np.mean(votes, axis=0), labels[np.concatenate([scored["val"], scored["test"]])]
     keys = [m.key for m in members]
     sets = [{"key": m.key, "spec": m.backbone, "fingerprint": m.fingerprint, "identity": m.identity,
-             "config": m.config.to_dict(), "dim": int(m.training["n_features"])} for m in members]
-    detector = Detector(pipeline=_voting(members), head=_head(members), params={}, preprocess="",
+             "config": m.config.to_dict(), "dim": width} for m, width in zip(members, dims)]
+    detector = Detector(pipeline=_voting(members, dims), head=_head(members), params={}, preprocess="",
                         key="+".join(keys), fingerprint="+".join(m.fingerprint for m in members),
                         backbone="+".join(m.backbone for m in members), identity={}, sets=sets)
     n_val = len(scored["val"])
@@ -127,9 +127,8 @@ def _head(members: list[Detector]) -> str:
     return heads[0] if len(heads) == 1 else "+".join(heads)
 
 
-def _voting(members: list[Detector]) -> Pipeline:
-    """The fitted soft-voting pipeline: member i reads its column block of the fused rows."""
-    dims = [int(m.training["n_features"]) for m in members]
+def _voting(members: list[Detector], dims: list[int]) -> Pipeline:
+    """The fitted soft-voting pipeline: member i reads its column block (``dims[i]`` wide) of the fused rows."""
     columns = np.split(np.arange(sum(dims)), np.cumsum(dims)[:-1])
     probe = np.zeros((2, sum(dims)), np.float32)  # fits only the column blocks and the class labels
     voters = [(f"set{i}", FrozenEstimator(Pipeline([
