@@ -26,7 +26,7 @@ from sklearn.pipeline import Pipeline
 from .catalog import find_model
 from .detector import Detector
 from .domain import DEFAULT_RATE, DomainModel, fit_rows
-from .fusion import ColumnBlock
+from .fusion import column_blocks
 from .metrics import binary_metrics, choose_threshold
 from .store import Store
 from .training import split_counts
@@ -129,9 +129,7 @@ def _head(members: list[Detector]) -> str:
 
 def _voting(members: list[Detector], dims: list[int]) -> Pipeline:
     """The fitted soft-voting pipeline: member i reads its column block (``dims[i]`` wide) of the fused rows."""
-    columns = np.split(np.arange(sum(dims)), np.cumsum(dims)[:-1])
     probe = np.zeros((2, sum(dims)), np.float32)  # fits only the column blocks and the class labels
-    voters = [(f"set{i}", FrozenEstimator(Pipeline([
-        ("block", ColumnBlock(int(c[0]), int(c[-1]) + 1).fit(probe)), *m.pipeline.steps])))
-        for i, (m, c) in enumerate(zip(members, columns))]
+    voters = [(f"set{i}", FrozenEstimator(Pipeline([("block", block.fit(probe)), *m.pipeline.steps])))
+              for i, (m, block) in enumerate(zip(members, column_blocks(dims)))]
     return Pipeline([("fusion", VotingClassifier(voters, voting="soft").fit(probe, np.array([0, 1])))])

@@ -53,6 +53,12 @@ class ColumnBlock(TransformerMixin, BaseEstimator):
         return X[:, self.start:self.stop]
 
 
+def column_blocks(dims: list[int]) -> list[ColumnBlock]:
+    """One ``ColumnBlock`` per set of fused rows whose sets are ``dims`` columns wide, in order."""
+    edges = np.cumsum([0, *dims]).tolist()
+    return [ColumnBlock(start, stop) for start, stop in zip(edges, edges[1:])]
+
+
 def resolve_sets(store: Store, names: list[str]) -> list[str]:
     """Keys of the sets ``names`` name (each one set, or sets joined with ``+``), in order, each once."""
     keys: list[str] = []
@@ -82,12 +88,15 @@ def fuse(parts: list[Embeddings]) -> Embeddings:
     """One embedding set from several of one dataset, aligned by content id (see module docstring)."""
     if len(parts) == 1:
         return parts[0]
-    return _fuse([p.frame for p in parts], [p.X.shape[1] for p in parts], parts.__getitem__)
+    return _fuse([p.frame for p in parts], [p.X.shape[1] for p in parts], parts.__getitem__,
+                 np.result_type(*(p.X for p in parts)))
 
 
-def _fuse(frames: list[pd.DataFrame], widths: list[int], part: Callable[[int], Embeddings]) -> Embeddings:
-    """Fused rows of the ids every frame holds, part ``i`` (``part(i)``, with rows ``frames[i]``) filled
-    into its columns and then let go: one part besides the fused rows in memory at a time."""
+def _fuse(frames: list[pd.DataFrame], widths: list[int], part: Callable[[int], Embeddings],
+          dtype) -> Embeddings:
+    """Fused rows (of ``dtype``) of the ids every frame holds, part ``i`` (``part(i)``, with rows
+    ``frames[i]``) filled into its columns and then let go: one part besides the fused rows in memory at
+    a time."""
     ids = frames[0]["id"]
     for frame in frames[1:]:
         ids = ids[ids.isin(frame["id"])]
@@ -96,7 +105,7 @@ def _fuse(frames: list[pd.DataFrame], widths: list[int], part: Callable[[int], E
         emb = part(i)
         rows = pd.Index(emb.frame["id"]).get_indexer(ids)
         if X is None:
-            X, first = np.empty((len(ids), sum(widths)), dtype=emb.X.dtype), emb.frame.iloc[rows]
+            X, first = np.empty((len(ids), sum(widths)), dtype=dtype), emb.frame.iloc[rows]
         for start in range(0, len(rows), FUSE_CHUNK_ROWS):  # filled in row chunks: no whole-set temporary copies
             X[start:start + FUSE_CHUNK_ROWS, column:column + width] = emb.X[rows[start:start + FUSE_CHUNK_ROWS]]
         column += width
@@ -122,7 +131,7 @@ def load_sets(store: Store, name: str | list[str], allow_partial: bool = True) -
     frames = [store.frame(k) for k in keys]
     order = pd.Index(frames[0]["id"]).get_indexer(store.embedded_ids(keys[0]))
     frames[0] = frames[0].iloc[order[order >= 0]]  # rows in the first set's order, as load() gives them
-    return _fuse(frames, [int(dims[k]) for k in keys], lambda i: store.load(keys[i]))
+    return _fuse(frames, [int(dims[k]) for k in keys], lambda i: store.load(keys[i]), np.float32)  # load()'s dtype
 
 
 def head_pipeline(emb: Embeddings, head: str, params: dict | None = None, preprocess: str | None = None,
@@ -134,13 +143,13 @@ def head_pipeline(emb: Embeddings, head: str, params: dict | None = None, prepro
     if "sets" not in emb.attrs:
         return make_head(head, params, preprocess, random_state, n_samples)
     dims = [int(m["dim"]) for m in emb.attrs["sets"]]
-    columns = [c.tolist() for c in np.split(np.arange(sum(dims)), np.cumsum(dims)[:-1])]
     names = [f"set{i}" for i in range(len(dims))]
     if fusion == "stack":
-        voters = [(n, Pipeline([("block", ColumnBlock(int(c[0]), int(c[-1]) + 1)),
-                                *make_head(head, params, preprocess, random_state, n_samples).steps]))
-                  for n, c in zip(names, columns)]
+        voters = [(n, Pipeline([("block", block), *make_head(head, params, preprocess, random_state,
+                                                             n_samples).steps]))
+                  for n, block in zip(names, column_blocks(dims))]
         return Pipeline([("fusion", VotingClassifier(voters, voting="soft"))])
+    columns = [c.tolist() for c in np.split(np.arange(sum(dims)), np.cumsum(dims)[:-1])]
     pre = get_head(head).preprocess if preprocess is None else preprocess
     blocks = ColumnTransformer([(n, Pipeline(preprocessing_steps(pre, random_state)) if preprocessing_steps(pre)
                                  else "passthrough", c) for n, c in zip(names, columns)])

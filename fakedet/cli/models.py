@@ -50,6 +50,10 @@ def parse_params(pairs: tuple[str, ...], config: Path | None) -> dict:
     return params
 
 
+DOMAIN_RATE = click.option("--domain-rate", type=click.FloatRange(0.5, 1, max_open=True), default=0.99,
+                           show_default=True, help="share of in-domain (val) images the out-of-domain flag keeps in")
+
+
 PARAM = click.option("--param", "-p", multiple=True,
                      help="head parameter NAME=VALUE (value read as JSON), repeatable")
 
@@ -116,8 +120,7 @@ def show_and_save(detector, out: Path | None, cache) -> None:
                    "copies take the kinds in turn)")
 @click.option("--balance", type=click.Choice(["none", "sources"]), default="none", show_default=True,
               help="sources: every --data dataset weighs the same")
-@click.option("--domain-rate", type=click.FloatRange(0.5, 1, max_open=True), default=0.99, show_default=True,
-              help="share of in-domain (val) images the out-of-domain flag keeps in")
+@DOMAIN_RATE
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="model folder [default: <cache>/models/<dataset>-<key>-<head>]")
 @ALLOW_PARTIAL
@@ -144,8 +147,7 @@ def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, 
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True)
-@click.option("--domain-rate", type=click.FloatRange(0.5, 1, max_open=True), default=0.99, show_default=True,
-              help="share of in-domain (val) images the out-of-domain flag keeps in")
+@DOMAIN_RATE
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="model folder [default: <cache>/models/<dataset>-<keys>-<head>-stack]")
 @cache_option
