@@ -67,7 +67,17 @@ def test_ensemble_refuses_members_it_cannot_average(tmp_path):
         ensemble([a, fit(other.path, KEY_B, "logreg")])
     out = CliRunner().invoke(cli, ["ensemble", "nope", "--cache", str(tmp_path)])
     assert out.exit_code == 2 and "at least two models" in out.output
-    assert not (tmp_path / "models").exists()  # nothing written
+    b = fit(store.path, KEY_B, "logreg")
+    a.save(tmp_path / "a"), b.save(tmp_path / "b"), b.save(tmp_path / "b2")
+    (tmp_path / "b" / "model.skops").write_bytes(b"not a model")  # a corrupt member
+    out = CliRunner().invoke(cli, ["ensemble", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                                   str(tmp_path / "e")])
+    assert out.exit_code == 2 and "not a fakedet model file" in out.output and "model.skops" in out.output
+    store.path.rename(tmp_path / "moved.h5")  # the members' cache is gone: refused, naming it
+    out = CliRunner().invoke(cli, ["ensemble", str(tmp_path / "a"), str(tmp_path / "b2"), "--out",
+                                   str(tmp_path / "e")])
+    assert out.exit_code == 2 and str(store.path) in out.output, out.output
+    assert not (tmp_path / "e").exists() and not (tmp_path / "models").exists()  # nothing written
 
 
 def test_a_stacked_model_file_grows_with_its_heads_not_with_the_column_count(tmp_path):
