@@ -3,9 +3,9 @@
 ``ensemble([m1, m2, ...])`` takes single-set models fit on the same data with the same split (each on
 its own embedding set: several backbones, or one backbone at several settings) and returns one fused
 model whose P(fake) is the mean of theirs: the model ``fit --fusion stack`` would make, but with each
-head fitted on its own, one set in memory at a time. A stacked fit holds every set's rows at once
-and, on all of CIFAKE with two or three every-block sets, needs more than 24 GiB; here only the
-validation rows and a sample of the training rows of all sets are held together.
+head fitted on its own. A stacked fit holds every set's rows at once and, on all of CIFAKE with two or
+three every-block sets, needs more than 24 GiB; here only the validation and test rows and a sample of
+the training rows are read, one set at a time.
 
 The result is an ordinary fused model (``fakedet.fusion``): a scikit-learn ``VotingClassifier`` over
 the members' fitted pipelines (each wrapped in ``FrozenEstimator`` behind its ``ColumnBlock``), saved,
@@ -27,9 +27,8 @@ from .catalog import find_model
 from .detector import Detector
 from .domain import DEFAULT_RATE, DomainModel, fit_rows
 from .fusion import column_blocks
-from .metrics import binary_metrics, choose_threshold
 from .store import Store
-from .training import split_counts
+from .training import settle, split_counts
 
 
 def load_members(models: list[str | Path | Detector], cache: str | Path | None = None) -> list[Detector]:
@@ -75,8 +74,8 @@ def ensemble(models: list[str | Path | Detector], *, cache: str | Path | None = 
     scored = {s: np.flatnonzero(split == s) for s in ("val", "test")}
     held = ids[np.concatenate([sample, scored["val"], scored["test"]])]  # the rows the ensemble needs
     X, votes, column = np.empty((len(held), sum(dims)), np.float32), [], 0
-    for m, width in zip(members, dims):  # one whole set in memory at a time
-        emb = store.load(m.key)
+    for m, width in zip(members, dims):  # one set's held rows in memory at a time
+        emb = store.load(m.key, ids=held)
         m.check(emb)
         X[:, column:column + width] = emb.X[pd.Index(emb.frame["id"]).get_indexer(held)]
         del emb
@@ -89,31 +88,20 @@ def ensemble(models: list[str | Path | Detector], *, cache: str | Path | None = 
     detector = Detector(pipeline=_voting(members, dims), head=_head(members), params={}, preprocess="",
                         key="+".join(keys), fingerprint="+".join(m.fingerprint for m in members),
                         backbone="+".join(m.backbone for m in members), identity={}, sets=sets)
-    n_val = len(scored["val"])
-    at = {"val": slice(0, n_val), "test": slice(n_val, len(p))}
-    if len(np.unique(y[at["val"]])) == 2:
-        detector.threshold = choose_threshold(y[at["val"]], p[at["val"]])
-    X_scored = X[len(sample):]
-    if domain_rate is not None and n_val:
-        detector.domain = DomainModel.fit(X[:len(sample)], random_state=random_state).calibrate(
-            X_scored[at["val"]], domain_rate)
-    for s in ("val", "test"):
-        if len(scored[s]):
-            detector.metrics[s] = binary_metrics(y[at[s]], p[at[s]], detector.threshold)
-            if detector.domain is not None:
-                detector.metrics[s]["out_of_domain"] = float(detector.domain.flag(X_scored[at[s]]).mean())
     training = members[0].training
     detector.training = {
         **{k: training[k] for k in ("store", "dataset", "source", "split", "val_size", "test_size", "random_state")
            if k in training},
         "key": detector.key, "counts": split_counts(labels, split),
         "n_features": int(X.shape[1]),
-        "threshold_from": "val" if len(np.unique(y[at["val"]])) == 2 else "default 0.5",
         "fusion": {"mode": "stack", "sets": keys,
                    "dropped": {k: int((~h).sum()) for k, h in zip(keys, present) if (~h).any()}},
         "ensemble": [{"key": m.key, "head": m.head, "params": m.params, "threshold": m.threshold,
                       "val_accuracy": m.metrics.get("val", {}).get("accuracy")} for m in members],
     }
+    n_val = len(scored["val"])
+    settle(detector, X[len(sample):], y, p, {"val": slice(0, n_val), "test": slice(n_val, len(p))}, domain_rate,
+           lambda: DomainModel.fit(X[:len(sample)], random_state=random_state))
     detector.splits = members[0].splits[members[0].splits["id"].isin(ids)].reset_index(drop=True)
     return detector
 

@@ -118,20 +118,24 @@ def _fuse(frames: list[pd.DataFrame], widths: list[int], part: Callable[[int], E
     return Embeddings(X, first.reset_index(drop=True), "+".join(keys), attrs)
 
 
-def load_sets(store: Store, name: str | list[str], allow_partial: bool = True) -> Embeddings:
+def load_sets(store: Store, name: str | list[str], allow_partial: bool = True, ids=None) -> Embeddings:
     """Set ``name`` of ``store`` (a key, spec, prefix, or fused ``A+B``; or a list of them, fused in order,
     e.g. the perturbed sets ``A+jpeg-q75`` of each part), fused when it names several, reading one set at
-    a time; a set still missing images of its table is refused unless ``allow_partial``."""
+    a time; a set still missing images of its table is refused unless ``allow_partial``. ``ids``: only
+    the rows of these content ids (e.g. one split's), the others never read."""
     keys = resolve_sets(store, [name] if isinstance(name, str) else list(name))
     for key in keys:
         store.require_complete(key, allow_partial)
     if len(keys) == 1:
-        return store.load(keys[0])
+        return store.load(keys[0], ids=ids)
     dims = store.embedding_sets().set_index("key")["dim"]
     frames = [store.frame(k) for k in keys]
     order = pd.Index(frames[0]["id"]).get_indexer(store.embedded_ids(keys[0]))
     frames[0] = frames[0].iloc[order[order >= 0]]  # rows in the first set's order, as load() gives them
-    return _fuse(frames, [int(dims[k]) for k in keys], lambda i: store.load(keys[i]), np.float32)  # load()'s dtype
+    if ids is not None:
+        frames = [f[f["id"].isin(ids)] for f in frames]
+    return _fuse(frames, [int(dims[k]) for k in keys], lambda i: store.load(keys[i], ids=frames[0]["id"]),
+                 np.float32)  # load()'s dtype
 
 
 def head_pipeline(emb: Embeddings, head: str, params: dict | None = None, preprocess: str | None = None,

@@ -203,8 +203,11 @@ def evaluate(
         raise ValueError(f"split must be train, val, test or all, not {split!r}")
     store = model_store(detector, data, cache)
     own = store.path.resolve() in training_stores(detector)
+    wanted = None  # on its own data, only the rows of the split asked for are read
+    if own and split != "all":
+        wanted = detector.splits.loc[detector.splits["split"] == (split or "test"), "id"]
     if key is not None:
-        emb = load_sets(store, key)
+        emb = load_sets(store, key, ids=wanted)
         detector.check(emb)
     elif data is not None and not own and is_dataset(data) and Path(data).suffix not in (".h5", ".hdf5"):
         emb = embed_source(detector, data, cache, backbones=lazy_backbones(detector, checkpoint, device, cache),
@@ -216,7 +219,7 @@ def evaluate(
             raise ModelMismatch(f"{store.path} holds no embeddings of this model's backbone "
                                 f"{', '.join(f'{m.backbone} (set {m.key})' for m in missing)}; extract them with:\n  "
                                 + detector.extract_command(store.attrs().get("source", "DATA"), missing))
-        emb = load_sets(store, found)
+        emb = load_sets(store, found, ids=wanted)
     frame = emb.frame[["id", "path", "split", "label"]].copy()
     if own:
         frame["split"] = frame["id"].map(detector.splits.set_index("id")["split"]).fillna("")

@@ -34,6 +34,7 @@ from .store_writer import FORMAT, StoreWriter, check_or_init
 
 DEFAULT_CACHE = Path("cache")
 JSON_ATTRS = ("identity", "config", "versions")  # set attributes stored as JSON text
+READ_BLOCK_BYTES = 256 * 2**20  # rows read at a time when loading part of a set
 
 
 class StoreLocked(StoreError):
@@ -162,22 +163,22 @@ class Store:
         frame = per_id(self.images())
         return frame[frame["id"].isin(self.embedded_ids(key))].reset_index(drop=True)
 
-    def load(self, name: str, *, dtype=np.float32) -> Embeddings:
-        """Embeddings of set ``name`` (key or spec) with one image-table row per content id."""
+    def load(self, name: str, *, dtype=np.float32, ids=None) -> Embeddings:
+        """Embeddings of set ``name`` (key or spec) with one image-table row per content id; ``ids``: only
+        the rows of these content ids (read in blocks, so memory holds only them), in the set's order."""
         key = self.resolve_key(name)
         with self._read() as f:
             group = f["embeddings"][key]
             count = int(group.attrs["count"])
-            X = group["X"][:count].astype(dtype, copy=False)
-            ids = group["ids"][:count].astype(str)
+            stored = group["ids"][:count].astype(str)
             attrs = {k: (json.loads(v) if k in JSON_ATTRS else v) for k, v in group.attrs.items()}
-            images = read_table(table_group(f, "images"))
-        frame = per_id(images)
-        position = pd.Index(frame["id"]).get_indexer(ids)  # hash lookup; -1: no longer in the image table
-        keep = position >= 0
-        frame = frame.iloc[position[keep]].reset_index(drop=True)
-        X = X[keep] if not keep.all() else X
-        return Embeddings(X=X, frame=frame, key=key, attrs=attrs)
+            frame = per_id(read_table(table_group(f, "images")))
+            position = pd.Index(frame["id"]).get_indexer(stored)  # hash lookup; -1: no longer in the image table
+            keep = position >= 0
+            if ids is not None:
+                keep &= pd.Index(stored).isin(ids)
+            X = _read_rows(group["X"], keep, dtype)
+        return Embeddings(X=X, frame=frame.iloc[position[keep]].reset_index(drop=True), key=key, attrs=attrs)
 
     def projection(self, key: str, name: str) -> tuple[np.ndarray, np.ndarray, dict] | None:
         """Cached projection ``name`` of set ``key``: (ids, coords, params), or None."""
@@ -265,6 +266,22 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
             f"cannot open cache {path}: {reason}; it is not a readable HDF5 file (truncated or damaged). "
             f"Move it aside (mv {path} {path}.bad) and run `fakedet extract` again"
         ) from None
+
+
+def _read_rows(dataset: h5py.Dataset, keep: np.ndarray, dtype) -> np.ndarray:
+    """The rows of ``dataset`` where ``keep`` (its first ``len(keep)`` rows) is true, as ``dtype``: read
+    whole when all are kept, else in blocks of about ``READ_BLOCK_BYTES`` so no unkept row is held."""
+    if keep.all():
+        return dataset[:len(keep)].astype(dtype, copy=False)
+    out = np.empty((int(keep.sum()), dataset.shape[1]), dtype=dtype)
+    step = max(1, READ_BLOCK_BYTES // max(1, dataset.shape[1] * dataset.dtype.itemsize))
+    filled = 0
+    for start in np.flatnonzero(np.add.reduceat(keep, np.arange(0, len(keep), step))) * step:
+        rows = keep[start:start + step]
+        block = dataset[start:start + len(rows)][rows]
+        out[filled:filled + len(block)] = block
+        filled += len(block)
+    return out
 
 
 def per_id(images: pd.DataFrame) -> pd.DataFrame:

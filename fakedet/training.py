@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -61,28 +62,38 @@ def train_detector(
                                        HEADS[head].preprocess if preprocess is None else preprocess)
     scored = np.concatenate([rows["val"], rows["test"]])
     start = time.perf_counter()
-    p = pd.Series(detector.p_fake(emb.X[scored]), index=scored, dtype=float)
+    p = np.full(len(y), np.nan)
+    p[scored] = detector.p_fake(emb.X[scored])
     detector.training["seconds"] = {"fit": fit_seconds, "predict": time.perf_counter() - start}
     if emb.attrs.get("sets"):
         detector.training["fusion"] = {"mode": fusion, "sets": [m["key"] for m in emb.attrs["sets"]],
                                        "dropped": emb.attrs.get("dropped", {})}
     if tuned := tuned_params(pipeline):
         detector.training["tuned"] = tuned
-    p_val = p.loc[rows["val"]].to_numpy()
-    if len(np.unique(y[rows["val"]])) == 2:
-        detector.threshold = choose_threshold(y[rows["val"]], p_val)
-    detector.training["threshold_from"] = "val" if len(np.unique(y[rows["val"]])) == 2 else "default 0.5"
-    if domain_rate is not None and len(rows["val"]):
-        detector.domain = DomainModel.fit(emb.X, rows["train"], random_state=random_state).calibrate(
-            emb.X[rows["val"]], domain_rate)
-    for s in ("val", "test"):
-        if len(rows[s]):
-            detector.metrics[s] = binary_metrics(y[rows[s]], p.loc[rows[s]].to_numpy(), detector.threshold)
-            if detector.domain is not None:
-                detector.metrics[s]["out_of_domain"] = float(detector.domain.flag(emb.X[rows[s]]).mean())
+    settle(detector, emb.X, y, p, rows, domain_rate,
+           lambda: DomainModel.fit(emb.X, rows["train"], random_state=random_state))
     labelled = (y >= 0) & (split != "")
     detector.splits = pd.DataFrame({"id": emb.frame["id"].to_numpy()[labelled], "split": split[labelled]})
     return detector
+
+
+def settle(detector: Detector, X: np.ndarray, y: np.ndarray, p: np.ndarray, rows: dict, domain_rate: float | None,
+           fit_domain: Callable[[], DomainModel]) -> None:
+    """Give a fitted ``detector`` its threshold (chosen on the val rows), its out-of-domain summary
+    (``fit_domain()``, calibrated on val to keep ``domain_rate`` in; None: none) and the metrics of the
+    val and test rows. ``X``, ``y``, ``p`` (P(fake)) are aligned; ``rows[split]``: an index array or slice."""
+    val = rows["val"]
+    both = len(np.unique(y[val])) == 2
+    if both:
+        detector.threshold = choose_threshold(y[val], p[val])
+    detector.training["threshold_from"] = "val" if both else "default 0.5"
+    if domain_rate is not None and len(y[val]):
+        detector.domain = fit_domain().calibrate(X[val], domain_rate)
+    for s in ("val", "test"):
+        if len(y[rows[s]]):
+            detector.metrics[s] = binary_metrics(y[rows[s]], p[rows[s]], detector.threshold)
+            if detector.domain is not None:
+                detector.metrics[s]["out_of_domain"] = float(detector.domain.flag(X[rows[s]]).mean())
 
 
 def weight_kwargs(pipeline, head: str, sample_weight: np.ndarray | None, n: int) -> dict:

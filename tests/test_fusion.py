@@ -80,13 +80,42 @@ def test_fuse_aligns_sets_by_content_id_whatever_their_row_order(tmp_path, monke
 def test_load_sets_reads_one_set_at_a_time_into_what_fuse_makes(tmp_path, monkeypatch):
     store, _ = two_sets(tmp_path / "d.h5", n=60, drop=5)
     loaded, load = [], store.load
-    monkeypatch.setattr(store, "load", lambda key: loaded.append(key) or load(key))
+    monkeypatch.setattr(store, "load", lambda key, **kw: loaded.append(key) or load(key, **kw))
     for keys in ([KEY_A, KEY_B], [KEY_B, KEY_A]):  # B's rows are stored in reverse: the first set's order wins
         expected = fuse([load(k) for k in keys])
         fused = load_sets(store, keys)
         assert fused.frame.equals(expected.frame) and fused.key == expected.key and fused.attrs == expected.attrs
         np.testing.assert_array_equal(fused.X, expected.X)
     assert loaded == [KEY_A, KEY_B, KEY_B, KEY_A]
+
+
+def test_load_sets_of_some_ids_is_the_whole_load_restricted_to_them(tmp_path, monkeypatch):
+    store, _ = two_sets(tmp_path / "d.h5", n=60, drop=5)
+    monkeypatch.setattr("fakedet.store.READ_BLOCK_BYTES", 7 * 16 * 4)  # 7 rows of A per block: some skipped
+    whole = load_sets(store, [KEY_B, KEY_A])
+    wanted = whole.frame["id"].iloc[[0, 1, 2, 30, 54]].tolist() + ["x" * 32]  # an id no set holds is ignored
+    for keys in ([KEY_B, KEY_A], KEY_A, KEY_B):
+        whole, part = load_sets(store, keys), load_sets(store, keys, ids=wanted)
+        kept = whole.frame["id"].isin(wanted).to_numpy()
+        assert part.frame.equals(whole.frame[kept].reset_index(drop=True)) and part.key == whole.key
+        np.testing.assert_array_equal(part.X, whole.X[kept])
+    assert load_sets(store, [KEY_A, KEY_B], ids=wanted).attrs["dropped"] == {KEY_A: 0, KEY_B: 0}
+    assert load_sets(store, KEY_A, ids=[]).X.shape == (0, 16)
+
+
+def test_evaluate_reads_only_the_rows_of_the_split_it_scores(tmp_path, monkeypatch):
+    store, _ = two_sets(tmp_path / "d.h5", n=200)
+    detector = fit(store.path, [KEY_A, KEY_B], "logreg", fusion="stack")
+    read, load = [], Store.load
+    monkeypatch.setattr(Store, "load", lambda self, key, **kw: read.append(len(load(self, key, **kw).X))
+                        or load(self, key, **kw))
+    for split in ("val", "test"):
+        read.clear()
+        result = evaluate(detector, split=split)
+        assert result.metrics["confusion"] == detector.metrics[split]["confusion"]
+        assert read == [detector.metrics[split]["n"]] * 2  # each set: that split's rows only
+    read.clear()
+    assert len(evaluate(detector, split="all").predictions) == 200 and read == [200, 200]
 
 
 def test_fused_fit_reads_both_sets_side_by_side_and_round_trips(tmp_path):
