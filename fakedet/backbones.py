@@ -139,6 +139,30 @@ class Backbone:
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
 
+@dataclass
+class FusedBackbone:
+    """The backbones of a fused model's sets as one: their embeddings side by side, in the model's column
+    order. ``preprocess`` and ``device`` are the first set's (the size heat maps are drawn at)."""
+
+    backbones: list[Backbone]
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.backbones[0].preprocess
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbones[0].device
+
+    @property
+    def dim(self) -> int:
+        return sum(b.dim for b in self.backbones)
+
+    def embed_images(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """Fused features of PIL images (RGB): each backbone's, concatenated."""
+        return np.concatenate([b.embed_images(images, batch_size) for b in self.backbones], axis=1)
+
+
 def _hash_text(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 

@@ -112,6 +112,16 @@ class Detector:
         return [EmbeddingSet(s["key"], s["fingerprint"], s["spec"], BackboneConfig.from_dict(s["config"]))
                 for s in self.sets]
 
+    def voters(self) -> list["Detector"]:
+        """A stacked fused model's members as single-set detectors (its P(fake) is the mean of theirs);
+        [] for a model of one set or a concatenated one."""
+        if not self.fused or "fusion" not in self.pipeline.named_steps:
+            return []
+        heads = [m["head"] for m in self.training.get("ensemble", [])] or [self.head] * len(self.sets)
+        return [Detector(Pipeline(getattr(fitted, "estimator", fitted).steps[1:]), head, {}, "", m.key,  # no block
+                         m.fingerprint, m.backbone, {}, m.config)  # (an ensemble's members are FrozenEstimators)
+                for m, head, fitted in zip(self.members, heads, self.pipeline["fusion"].estimators_)]
+
     @classmethod
     def for_embeddings(cls, pipeline: Pipeline, emb: Embeddings, head: str, params: dict,
                        preprocess: str) -> "Detector":

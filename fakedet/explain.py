@@ -12,6 +12,11 @@ Methods (``Explainer(method=...)``, ``auto`` picks the first that applies):
   each square of a sliding grid is replaced by the mean colour and the drop in P(fake) is
   recorded; the map is the positive part (regions whose removal lowers P(fake)).
 
+A stacked fused model (``fit --fusion stack``, ``fakedet ensemble``: P(fake) the mean of one head
+per embedding set) is explained by the mean of its members' maps, each drawn by its own backbone
+and head and resized to the first member's input (``MeanExplainer``, from ``explainer_for``). A
+concatenated one (one head over several backbones' features) is refused.
+
 Maps are (S, S) float32 in [0, 1] over the model's input image (after its resize and crop).
 ``explain_files`` writes ``<name>.png`` (overlay) and ``<name>.npy`` (the map) per image.
 """
@@ -29,7 +34,7 @@ from PIL import Image
 
 from .decoding import ImageDecodeError, decode_image
 from .torch_head import NotExpressible, detector_module
-from .scoring import backbone_for, single_set
+from .scoring import backbone_for
 
 METHODS = ("auto", "grad-cam", "occlusion")
 OCCLUSION_GRID = 7  # squares of size S/7, moved by half a square
@@ -84,7 +89,9 @@ class Explainer:
     def __init__(self, detector, backbone=None, method: str = "auto", occlusion_grid: int = OCCLUSION_GRID):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-        single_set(detector, "explain")
+        if detector.fused:
+            raise ValueError("Explainer takes a model of one embedding set; explainer_for(detector) also "
+                             "explains stacked fused models")
         try:
             import pytorch_grad_cam  # noqa: F401 - also draws the overlays
         except ImportError:
@@ -154,9 +161,59 @@ class Explainer:
         return self.detector.p_fake(features)
 
 
+class MeanExplainer:
+    """A stacked fused model's heat maps: the mean of its members' (``Explainer`` each, on its own
+    backbone), resized to the first member's input size; P(fake) is the model's, the mean of theirs."""
+
+    def __init__(self, detector, parts: list[Explainer]):
+        self.detector, self.parts = detector, parts
+        self.method = "mean over its sets of " + "; ".join(dict.fromkeys(part.method for part in parts))
+
+    def __call__(self, images: list[Image.Image]) -> list[Explanation]:
+        explained = [part(images) for part in self.parts]
+        size = explained[0][0].heatmap.shape[0] if images else 0
+        out = []
+        for first, *others in zip(*explained):
+            maps = [first.heatmap] + [_resized(e.heatmap, size) for e in others]
+            p = float(np.mean([first.p_fake] + [e.p_fake for e in others]))
+            out.append(Explanation(p, "fake" if p >= self.detector.threshold else "real", self.method,
+                                   np.mean(maps, axis=0).astype(np.float32), first.image))
+        return out
+
+
+def _resized(heatmap: np.ndarray, size: int) -> np.ndarray:
+    if heatmap.shape[0] == size:
+        return heatmap
+    return np.asarray(Image.fromarray(heatmap).resize((size, size), Image.BILINEAR)).clip(0, 1)
+
+
+def explained_models(detector) -> list:
+    """The single-set models whose maps explain ``detector``: itself, or a stacked model's members;
+    a concatenated fused model is refused (its one head reads several backbones' features at once)."""
+    if not detector.fused:
+        return [detector]
+    voters = detector.voters()
+    if not voters:
+        raise ValueError("heat maps of a model fit with --fusion concat are not supported (its one head reads "
+                         "several backbones' features at once); fit with --fusion stack or make the model with "
+                         "fakedet ensemble, whose maps are the mean of each set's")
+    return voters
+
+
+def explainer_for(detector, backbone=None, method: str = "auto", occlusion_grid: int = OCCLUSION_GRID):
+    """An ``Explainer`` for a model of one set, a ``MeanExplainer`` for a stacked fused one (``backbone``:
+    its ``FusedBackbone``, default ``backbone_for(detector)``)."""
+    models = explained_models(detector)
+    if not detector.fused:
+        return Explainer(detector, backbone, method, occlusion_grid)
+    backbone = backbone or backbone_for(detector)
+    return MeanExplainer(detector, [Explainer(model, part, method, occlusion_grid)
+                                    for model, part in zip(models, backbone.backbones)])
+
+
 def explain(detector, images: list[Image.Image], backbone=None, method: str = "auto") -> list[Explanation]:
-    """Explanations of RGB PIL images (see ``Explainer``)."""
-    return Explainer(detector, backbone, method)(images)
+    """Explanations of RGB PIL images (see ``explainer_for``)."""
+    return explainer_for(detector, backbone, method)(images)
 
 
 def save_explanation(explanation: Explanation, out: str | Path, name: str) -> tuple[Path, Path]:
@@ -172,7 +229,7 @@ def save_explanation(explanation: Explanation, out: str | Path, name: str) -> tu
 def explain_files(detector, paths: list[str | Path], out: str | Path, backbone=None, method: str = "auto",
                   batch_size: int = 16) -> pd.DataFrame:
     """Heat maps of image files into ``out``: one row per file (path, p_fake, label, method, png, npy, error)."""
-    explainer = Explainer(detector, backbone, method)
+    explainer = explainer_for(detector, backbone, method)
     rows, names = [], set()
     for start in range(0, len(paths), batch_size):
         images, items = [], []

@@ -25,7 +25,7 @@ from .store import Embeddings, Store, StoreError
 # --------------------------------------------------------------------------- a model's backbone and embeddings
 
 
-def single_set(detector: Detector, job: str = "export, explain and serve") -> None:
+def single_set(detector: Detector, job: str = "export") -> None:
     """Refuse a fused model (several embedding sets) in a job that re-creates one backbone."""
     if detector.fused:
         raise ValueError(f"fused models are not supported by {job} yet: the model reads {len(detector.members)} "
@@ -50,9 +50,13 @@ def member_backbone(member: EmbeddingSet, checkpoint: str | Path | None = None, 
 
 def backbone_for(detector: Detector, checkpoint: str | Path | None = None, device: str = "auto",
                  cache: str | Path | None = None):
-    """The backbone a single-set ``detector`` was fit on (see ``member_backbone``); fused models are refused."""
-    single_set(detector)
-    return member_backbone(detector.members[0], checkpoint, device, cache)
+    """The backbone ``detector`` was fit on (see ``member_backbone``); for a fused model a ``FusedBackbone``
+    of every set's (``checkpoint`` then refused: it replaces one weights file)."""
+    if not detector.fused:
+        return member_backbone(detector.members[0], checkpoint, device, cache)
+    from .backbones import FusedBackbone
+
+    return FusedBackbone([make() for make in lazy_backbones(detector, checkpoint, device, cache)])
 
 
 def lazy_backbones(detector: Detector, checkpoint=None, device: str = "auto", cache=None) -> list[Callable]:

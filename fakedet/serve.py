@@ -36,9 +36,9 @@ from PIL import Image
 
 from .datasets import open_source
 from .decoding import ImageDecodeError, decode_image
-from .explain import Explainer
+from .explain import explainer_for
 from .store import Store, StoreError
-from .scoring import backbone_for, single_set
+from .scoring import backbone_for
 
 
 @dataclass(frozen=True)
@@ -187,19 +187,21 @@ class Batcher:
 
 
 class Neighbours:
-    """Cosine nearest neighbours among the model's training images (from its cache), with thumbnails."""
+    """Cosine nearest neighbours among the model's training images (from its cache), with thumbnails; a
+    fused model's are found in its first set's columns."""
 
     def __init__(self, detector, k: int = 5):
         self.k, self.X, self.frame, self.source, self.reason = k, None, None, "", ""
+        train = detector.splits.loc[detector.splits["split"] == "train", "id"]
         try:
             store = Store(detector.training["store"])
-            emb = store.load(detector.key)
+            emb = store.load(detector.members[0].key, ids=train)
         except (KeyError, OSError, StoreError) as err:
             self.reason = f"training embeddings unavailable: {err}"
             return
-        train = set(detector.splits.loc[detector.splits["split"] == "train", "id"])
-        rows = np.flatnonzero(emb.frame["id"].isin(train).to_numpy() & (emb.frame["label"].to_numpy() >= 0))
+        rows = np.flatnonzero(emb.frame["label"].to_numpy() >= 0)
         X = emb.X[rows]
+        self.width = X.shape[1]
         self.X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
         self.frame = emb.frame.iloc[rows].reset_index(drop=True)[["path", "label"]]
         self.source = detector.training.get("source", "")
@@ -210,6 +212,7 @@ class Neighbours:
     def query(self, X: np.ndarray) -> list[list[dict]]:
         if not len(self):
             return [[] for _ in X]
+        X = X[:, :self.width]
         q = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
         similarity = q @ self.X.T
         top = np.argsort(-similarity, axis=1)[:, : self.k]
@@ -247,21 +250,24 @@ def _json_safe(value):
 def model_info(detector, state) -> dict:
     return {"backbone": detector.backbone, "fingerprint": detector.fingerprint, "key": detector.key,
             "head": detector.head, "threshold": detector.threshold, "metrics": _json_safe(detector.metrics),
-            "dataset": detector.training.get("dataset", ""), "explain_method": state.explainer.method,
+            "dataset": detector.training.get("dataset", ""),
+            "explain_method": state.explainer.method if state.explainer else f"none: {state.no_maps}",
             "neighbours": len(state.neighbours), "neighbours_note": state.neighbours.reason,
-            "input_size": state.backbone.preprocess.size, "limits": asdict(state.limits)}
+            "sets": [m.key for m in detector.members], "input_size": state.backbone.preprocess.size,
+            "limits": asdict(state.limits)}
 
 
 def create_app(detector, *, backbone=None, checkpoint=None, device: str = "auto", limits: Limits = Limits(),
                k: int = 5) -> FastAPI:
     """The FastAPI app for a loaded ``detector`` (its backbone built once at start-up unless given)."""
-    single_set(detector, "serve")
-
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = app.state
         state.backbone = backbone or backbone_for(detector, checkpoint, device)
-        state.explainer = Explainer(detector, state.backbone)
+        try:
+            state.explainer, state.no_maps = explainer_for(detector, state.backbone), ""
+        except ValueError as err:  # a concatenated fused model: verdicts without heat maps
+            state.explainer, state.no_maps = None, str(err)
         state.neighbours = Neighbours(detector, k)
         state.limits = limits
         state.batcher = Batcher(detector, state.backbone, limits.max_batch)
@@ -282,6 +288,8 @@ def create_app(detector, *, backbone=None, checkpoint=None, device: str = "auto"
         good = [item for item in items if "image" in item]
         if not good:
             raise HTTPException(400, "no readable image: " + "; ".join(f"{i['name']}: {i['error']}" for i in items))
+        if heatmaps and state.explainer is None:
+            raise HTTPException(422, state.no_maps)
         p, X = await state.batcher([item["image"] for item in good])
         maps = None
         if heatmaps:

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import make_image, truncated_jpeg
-from fitted import fitted
+from fitted import fitted, fused
 from PIL import Image
 
 from fakedet.cli import cli
-from fakedet.explain import Explainer, explain
+from fakedet.explain import Explainer, MeanExplainer, explain, explainer_for
 from fakedet.torch_head import NotExpressible
 
 
@@ -43,6 +43,32 @@ def test_heat_map_points_at_the_fake_half(models, head, method, n):
     # the reported P(fake) is predict's
     expected = model.detector.p_fake(model.backbone.embed_images(images))
     assert np.allclose([e.p_fake for e in explanations], expected)
+
+
+def test_a_stacked_fused_model_is_explained_by_the_mean_of_its_sets_maps(tmp_path):
+    model = fused(tmp_path, "stack", sizes=("128", "96"))
+    explainer = explainer_for(model.detector, model.backbone)
+    assert isinstance(explainer, MeanExplainer) and explainer.method == "mean over its sets of grad-cam (cnn, " \
+        "fake score of the logreg head)"
+    images = [half_checker(seed) for seed in range(2)]
+    explanations = explainer(images)
+    expected = model.detector.p_fake(model.backbone.embed_images(images))  # the fused model's P(fake)
+    assert np.allclose([e.p_fake for e in explanations], expected, atol=1e-6)
+    members = [Explainer(voter, backbone)(images) for voter, backbone in
+               zip(model.detector.voters(), model.backbone.backbones)]
+    assert members[1][0].heatmap.shape == (96, 96)
+    for i, e in enumerate(explanations):
+        assert e.heatmap.shape == (128, 128) and e.image.shape == (128, 128, 3)  # the first set's input
+        assert 0 <= e.heatmap.min() and e.heatmap.max() <= 1 + 1e-6
+        assert np.allclose(e.heatmap.mean(), np.mean([m[i].heatmap.mean() for m in members]), atol=0.02)
+        assert e.heatmap[:, :64].mean() > 3 * e.heatmap[:, 64:].mean() + 0.01  # still the fake half
+    concat = fused(tmp_path, "concat", sizes=("128", "96"))
+    with pytest.raises(ValueError, match="--fusion concat are not supported"):
+        explainer_for(concat.detector, concat.backbone)
+    saved = concat.detector.save(tmp_path / "concat-model")
+    half_checker(0).save(tmp_path / "x.png")
+    result = CliRunner().invoke(cli, ["explain", str(saved), str(tmp_path / "x.png"), "--out", str(tmp_path / "maps")])
+    assert result.exit_code == 2 and "fakedet ensemble" in result.output and not (tmp_path / "maps").exists()
 
 
 def test_grad_cam_refused_for_a_head_without_gradients(models):

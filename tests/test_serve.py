@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import bomb_png, encode_image, make_image, truncated_jpeg, write_zip
-from fitted import fitted
+from fitted import fitted, fused
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -216,3 +216,24 @@ def test_page_in_chromium_shows_verdict_and_heat_map(live_server, tmp_path):
     finally:
         driver.quit()
         shutil.rmtree(driver.profile_dir, ignore_errors=True)
+
+
+def test_a_fused_model_is_served_with_every_sets_backbone(tmp_path):
+    images = [make_image("checker", 48, 7), make_image("smooth", 48, 8)]
+    files = [(f"{i}.png", encode_image(image, "PNG")) for i, image in enumerate(images)]
+    for fusion in ("stack", "concat"):
+        model = fused(tmp_path, fusion, sizes=("64", "48"))
+        with TestClient(create_app(model.detector, backbone=model.backbone, limits=LIMITS, k=2)) as client:
+            info = client.get("/v1/model").json()
+            assert info["sets"] == [m.key for m in model.detector.members] and info["input_size"] == 64
+            results = post(client, "/v1/predict", *files).json()["results"]
+            expected = model.detector.p_fake(model.backbone.embed_images(images))  # both sets' columns
+            assert np.allclose([r["p_fake"] for r in results], expected, atol=1e-5)
+            assert all(len(r["neighbours"]) == 2 and isinstance(r["out_of_domain"], bool) for r in results)
+            explained = post(client, "/v1/explain", *files)
+            if fusion == "stack":
+                assert explained.status_code == 200 and info["explain_method"].startswith("mean over its sets")
+                assert all(r["heatmap_png"].startswith("data:image/png") for r in explained.json()["results"])
+            else:  # verdicts, but no heat maps for one head over several backbones
+                assert explained.status_code == 422 and "--fusion concat" in explained.json()["detail"]
+                assert info["explain_method"].startswith("none: heat maps of a model fit with --fusion concat")

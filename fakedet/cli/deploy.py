@@ -23,9 +23,10 @@ def explain(model, images, out, method, checkpoint, device, cache):
     from ..catalog import find_model
     from ..detector import Detector
     from ..scoring import backbone_for
-    from ..explain import explain_files
+    from ..explain import explain_files, explained_models
 
     detector = Detector.load(find_model(model, cache))
+    explained_models(detector)  # refuses what has no maps before any backbone is built
     table = explain_files(detector, list(images), out, backbone_for(detector, checkpoint, device, cache), method)
     click.echo(table.drop(columns=["npy"]).to_csv(index=False), nl=False)
     click.echo(f"{table['png'].notna().sum()} heat maps in {out}: {', '.join(table['method'].dropna().unique())}",
@@ -46,10 +47,11 @@ def export(model, fmt, out, check, check_data, checkpoint, cache):
     """Write MODEL (backbone + head) as one ONNX graph: preprocessed batch in [0, 1] -> P(fake)."""
     from ..catalog import find_model
     from ..detector import Detector
-    from ..scoring import backbone_for
+    from ..scoring import backbone_for, single_set
     from ..export import export_onnx, onnx_parity, probe_images
 
     detector = Detector.load(find_model(model, cache))
+    single_set(detector, "export")  # before building any backbone
     backbone = backbone_for(detector, checkpoint, device="cpu", cache=cache)
     path = export_onnx(detector, out, backbone)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); input: float32 (B, 3, {backbone.preprocess.size}, "
