@@ -26,7 +26,7 @@ DEFAULT_RATE = 0.99
 DEFAULT_COMPONENTS = 64
 FIT_ROWS = 20_000  # training rows the summary is fitted on, at most
 FIT_BYTES = 2 * 2**30  # and at most this much float64 per copy of them (wide fused sets get fewer rows)
-CHUNK = 4096  # rows scored at a time
+SCORE_BYTES = 256 * 2**20  # float64 per copy of the rows scored at a time (each copy made several times)
 
 
 @dataclass
@@ -60,7 +60,8 @@ class DomainModel:
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Domain score per row (about 1 on training data; larger = further out)."""
-        parts = [_statistics(self.pipeline, np.asarray(X[i:i + CHUNK], np.float64)) for i in range(0, len(X), CHUNK)]
+        step = max(1, SCORE_BYTES // (8 * max(X.shape[1], 1)))  # 26,000 rows of 1,280 columns, 490 of 68,000
+        parts = [_statistics(self.pipeline, np.asarray(X[i:i + step], np.float64)) for i in range(0, len(X), step)]
         if not parts:
             return np.zeros(0)
         t2, q = (np.concatenate(p) for p in zip(*parts))

@@ -240,9 +240,10 @@ def evaluate(
                          + ("; the model was fit without this split, pass --split val or evaluate on another dataset"
                             if own else ""))
     predictions = frame.iloc[rows].reset_index(drop=True)
-    predictions["p_fake"] = detector.p_fake(emb.X[rows])
+    X = emb.X if len(rows) == len(emb.X) else emb.X[rows]  # rows ascend: all of them is emb.X, not a copy
+    predictions["p_fake"] = detector.p_fake(X)
     predictions["pred"] = (predictions["p_fake"] >= detector.threshold).astype(np.int8)
-    add_domain_columns(predictions, detector, emb.X[rows])
+    add_domain_columns(predictions, detector, X)
     return Evaluation(prediction_metrics(detector, predictions), predictions, store.path.stem, split, int((chosen & known).sum()), emb.key)
 
 

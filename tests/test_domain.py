@@ -27,9 +27,10 @@ def test_in_domain_rate_holds_and_other_domains_are_flagged():
     assert model.score(train).mean() == pytest.approx(1.0, rel=1e-6)
 
 
-def test_large_training_sets_are_summarised_from_a_seeded_sample_and_scored_in_chunks():
+def test_large_training_sets_are_summarised_from_a_seeded_sample_and_scored_in_chunks(monkeypatch):
     rng = np.random.default_rng(2)
     X = _domain(9000, rng)
+    monkeypatch.setattr(domain, "SCORE_BYTES", 8 * X.shape[1] * 4000)  # 4,000 float64 rows at a time
     train = np.arange(1000, 9000)
     model = DomainModel.fit(X, train, n_components=5, max_rows=3000, random_state=0)
     assert model.pipeline["scale"].n_samples_seen_ == 3000          # a sample, not all 8,000 rows
