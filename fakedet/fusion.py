@@ -9,7 +9,7 @@ key prefix; a name that is one set's key as a whole, e.g. a perturbed ``<key>+jp
 * ``head_pipeline``: how a head reads such rows, ``fusion`` one of ``FUSIONS``:
 
   - ``concat``: each set's block preprocessed on its own (the head's preprocessing, e.g. standardised,
-    in a ``ColumnTransformer``), then one head on the concatenation;
+    side by side in a ``FeatureUnion`` of ``ColumnBlock`` pipelines), then one head on the concatenation;
   - ``stack``: one head per set, P(fake) = the mean of their probabilities (a soft-voting
     ``VotingClassifier``). Chosen over a ``StackingClassifier``: the heads already give calibrated
     probabilities (logreg tuned on log loss, the SVMs sigmoid-calibrated), and a stacker would refit
@@ -25,9 +25,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import VotingClassifier
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import FeatureUnion, Pipeline
 
 from .backbone_config import BackboneConfig
 from .heads import get_head, make_head, preprocessing_steps
@@ -39,7 +38,8 @@ SET_FIELDS = ("key", "spec", "fingerprint", "identity", "config", "dim")  # what
 
 
 class ColumnBlock(TransformerMixin, BaseEstimator):
-    """Columns ``start:stop`` of fused rows: one set's block, read by that set's head in a stacked model.
+    """Columns ``start:stop`` of fused rows: one set's block (its head's input in a stacked model, its
+    preprocessing's in a concatenated one).
     Saved as two numbers, where a ``ColumnTransformer`` would save the index of every other column."""
 
     def __init__(self, start: int = 0, stop: int = 0):
@@ -153,8 +153,7 @@ def head_pipeline(emb: Embeddings, head: str, params: dict | None = None, prepro
                                                              n_samples).steps]))
                   for n, block in zip(names, column_blocks(dims))]
         return Pipeline([("fusion", VotingClassifier(voters, voting="soft"))])
-    columns = [c.tolist() for c in np.split(np.arange(sum(dims)), np.cumsum(dims)[:-1])]
     pre = get_head(head).preprocess if preprocess is None else preprocess
-    blocks = ColumnTransformer([(n, Pipeline(preprocessing_steps(pre, random_state)) if preprocessing_steps(pre)
-                                 else "passthrough", c) for n, c in zip(names, columns)])
+    blocks = FeatureUnion([(n, Pipeline([("block", block), *preprocessing_steps(pre, random_state)]))
+                           for n, block in zip(names, column_blocks(dims))])
     return Pipeline([("blocks", blocks), *make_head(head, params, "none", random_state, n_samples).steps])

@@ -132,8 +132,8 @@ def test_fused_fit_reads_both_sets_side_by_side_and_round_trips(tmp_path):
     assert detector.training["n_features"] == 24 and detector.training["fusion"]["mode"] == "concat"
     assert detector.training["fusion"]["dropped"] == {KEY_A: 10}
     assert list(detector.pipeline.named_steps) == ["blocks", "head"]  # each block standardised on its own
-    scalers = [t for _, t, _ in detector.pipeline["blocks"].transformers_]
-    assert [s["standard"].n_features_in_ for s in scalers] == [16, 8]
+    scalers = [block["standard"] for _, block in detector.pipeline["blocks"].transformer_list]
+    assert [s.n_features_in_ for s in scalers] == [16, 8]
     assert detector.metrics["test"]["accuracy"] > 0.9 and detector.domain is not None and "cv" in detector.metrics
     saved = Detector.load(detector.save(tmp_path / "m"))
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
