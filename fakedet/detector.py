@@ -44,7 +44,7 @@ from .catalog import MODEL_META
 from .datasets import LABEL_NAMES
 from .domain import DomainModel
 from .fusion import ColumnBlock
-from .heads import SampledLogisticRegressionCV
+from .heads import LeanMLPClassifier, SampledLogisticRegressionCV
 from .provenance import versions
 from .store import Embeddings, StoreError
 
@@ -53,7 +53,7 @@ MODEL_FILE, META_FILE, METRICS_FILE, SPLITS_FILE = "model.skops", MODEL_META, "m
 DOMAIN_FILE = "domain.skops"
 TRUSTED_TYPES = sorted(f"{t.__module__}.{t.__qualname__}" for t in (
     _CalibratedClassifier, _SigmoidCalibration, AdamOptimizer, SGDOptimizer, Bunch,  # Bunch: a fused stack's dict
-    SampledLogisticRegressionCV, ColumnBlock))
+    SampledLogisticRegressionCV, LeanMLPClassifier, ColumnBlock))
 
 
 @dataclass(frozen=True)

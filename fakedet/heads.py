@@ -99,10 +99,24 @@ def _logreg(p: dict, random_state: int, n_samples: int) -> list[tuple[str, BaseE
                                                  random_state=random_state, **p))]
 
 
+class LeanMLPClassifier(MLPClassifier):
+    """``MLPClassifier`` that lets go of what only fitting uses: its optimizer's state (Adam's two moment
+    arrays per weight array) and the best weights' copy kept without early stopping; a saved lite2
+    every-block mlp head: 38.8 MB with them, 13.2 MB without. A refit without ``warm_start`` makes new ones."""
+
+    FIT_ONLY = ("_optimizer", "_best_coefs", "_best_intercepts")
+
+    def fit(self, X, y, sample_weight=None):
+        super().fit(X, y, sample_weight=sample_weight)
+        for name in self.FIT_ONLY:
+            self.__dict__.pop(name, None)
+        return self
+
+
 def _mlp(p: dict, random_state: int, n_samples: int) -> list[tuple[str, BaseEstimator]]:
     if p["early_stopping"] == "auto":
         p["early_stopping"] = n_samples >= MLP_EARLY_STOPPING_MIN
-    return [("head", MLPClassifier(random_state=random_state, **p))]
+    return [("head", LeanMLPClassifier(random_state=random_state, **p))]
 
 
 @dataclass(frozen=True)

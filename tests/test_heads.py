@@ -132,3 +132,20 @@ def test_random_state_makes_fits_reproducible():
     a, b, c = (make_head("mlp", random_state=s).fit(Xtr, ytr) for s in (0, 0, 1))
     assert np.array_equal(p_fake(a, Xte), p_fake(b, Xte))
     assert not np.array_equal(p_fake(a, Xte), p_fake(c, Xte))
+
+
+def test_a_fitted_mlp_saves_without_its_optimizer_state_and_predicts_as_scikit_learns():
+    import skops.io as sio
+    from sklearn.neural_network import MLPClassifier
+
+    Xtr, ytr, Xte, _ = blobs(dim=256)
+    lean = make_head("mlp", n_samples=len(Xtr)).fit(Xtr, ytr)
+    plain = make_head("mlp", n_samples=len(Xtr))
+    plain.steps[-1] = ("head", MLPClassifier(**plain["head"].get_params()))
+    plain.fit(Xtr, ytr)
+    assert not any(hasattr(lean["head"], k) for k in ("_optimizer", "_best_coefs"))
+    assert all(hasattr(plain["head"], k) for k in ("_optimizer", "_best_coefs"))
+    np.testing.assert_array_equal(p_fake(lean, Xte), p_fake(plain, Xte))
+    assert len(sio.dumps(lean)) < 0.35 * len(sio.dumps(plain))  # Adam's moments and the best weights' copy
+    again = sio.loads(sio.dumps(lean), trusted=sio.get_untrusted_types(data=sio.dumps(lean)))
+    np.testing.assert_array_equal(p_fake(again, Xte), p_fake(lean, Xte))
