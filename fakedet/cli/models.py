@@ -152,10 +152,11 @@ def fit(data, backbone, fusion, head, param, config, val_size, test_size, seed, 
               help="model folder [default: <cache>/models/<dataset>-<keys>-<head>-stack]")
 @cache_option
 def ensemble(models, domain_rate, out, cache):
-    """One model from MODELS (folders or names), P(fake) the mean of theirs; no refit, one set in memory at a time.
+    """One model from MODELS (folders or names), P(fake) the mean of theirs, without refitting them.
 
     Each model must read its own embedding set of the same data, fit with the same split (same --data,
-    --val-size, --test-size and --seed); the threshold is chosen on that validation split.
+    --val-size, --test-size and --seed); the threshold is chosen on that validation split. Of each set
+    only the val and test rows and a sample of the train rows are read, one set at a time.
     """
     from ..ensemble import ensemble as run
 
