@@ -53,18 +53,16 @@ class DomainModel:
         if len(X) < 3:
             raise ValueError("the out-of-domain summary needs at least 3 training rows")
         k = max(1, min(n_components, X.shape[1], len(X) - 1))
-        pipeline = Pipeline([("scale", StandardScaler()),
-                             ("pca", PCA(n_components=k, whiten=True, random_state=random_state))]).fit(X)
-        t2, q = _statistics(pipeline, X)
+        scale = StandardScaler().fit(X)
+        X = scale.transform(X, copy=False)  # our own float64 copy: scaled in place
+        pipeline = Pipeline([("scale", scale),
+                             ("pca", PCA(n_components=k, whiten=True, random_state=random_state).fit(X))])
+        t2, q = _statistics(pipeline, X, scaled=True)
         return cls(pipeline=pipeline, t2_scale=float(max(t2.mean(), 1e-12)), q_scale=float(max(q.mean(), 1e-12)))
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Domain score per row (about 1 on training data; larger = further out)."""
-        step = max(1, SCORE_BYTES // (8 * max(X.shape[1], 1)))  # 26,000 rows of 1,280 columns, 490 of 68,000
-        parts = [_statistics(self.pipeline, np.asarray(X[i:i + step], np.float64)) for i in range(0, len(X), step)]
-        if not parts:
-            return np.zeros(0)
-        t2, q = (np.concatenate(p) for p in zip(*parts))
+        t2, q = _statistics(self.pipeline, X)
         return (t2 / self.t2_scale + q / self.q_scale) / 2
 
     def calibrate(self, X_held_out: np.ndarray, in_domain_rate: float = DEFAULT_RATE) -> "DomainModel":
@@ -99,13 +97,16 @@ def fit_rows(width: int) -> int:
     return int(max(100, min(FIT_ROWS, FIT_BYTES // (8 * max(width, 1)))))
 
 
-def _statistics(pipeline: Pipeline, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(T^2 per component, Q) of rows ``X`` under the fitted scaler + whitened PCA."""
-    scaled = pipeline["scale"].transform(X)
+def _statistics(pipeline: Pipeline, X: np.ndarray, *, scaled: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(T^2 per component, Q) of rows ``X`` (already through the scaler if ``scaled``) under the fitted
+    scaler + whitened PCA, ``SCORE_BYTES`` of float64 rows at a time."""
+    step = max(1, SCORE_BYTES // (8 * max(X.shape[1], 1)))  # 26,000 rows of 1,280 columns, 490 of 68,000
     pca: PCA = pipeline["pca"]
-    z = pca.transform(scaled)
-    t2 = (z ** 2).sum(axis=1) / z.shape[1]
-    centred = scaled - pca.mean_
-    projected = centred @ pca.components_.T
-    q = (centred ** 2).sum(axis=1) - (projected ** 2).sum(axis=1)
-    return t2, np.maximum(q, 0.0)
+    t2, q = [np.zeros(0)], [np.zeros(0)]
+    for start in range(0, len(X), step):
+        rows = np.asarray(X[start:start + step], np.float64)
+        centred = (rows if scaled else pipeline["scale"].transform(rows)) - pca.mean_
+        projected = centred @ pca.components_.T
+        t2.append((projected ** 2 / pca.explained_variance_).sum(axis=1) / pca.n_components_)
+        q.append(np.maximum((centred ** 2).sum(axis=1) - (projected ** 2).sum(axis=1), 0.0))
+    return np.concatenate(t2), np.concatenate(q)

@@ -68,9 +68,9 @@ def ensemble(models: list[str | Path | Detector], *, cache: str | Path | None = 
     ids = splits.index[np.all(present, axis=0)]  # ids every member's set holds
     split, labels = splits.loc[ids].to_numpy(), frames[0].set_index("id")["label"].loc[ids].to_numpy()
     dims = [int(m.training["n_features"]) for m in members]
-    sample = np.flatnonzero(split == "train")
-    if len(sample) > fit_rows(sum(dims)):
-        sample = np.sort(np.random.default_rng(random_state).choice(sample, fit_rows(sum(dims)), replace=False))
+    sample, n_fit = np.flatnonzero(split == "train"), fit_rows(sum(dims))
+    if len(sample) > n_fit:
+        sample = np.sort(np.random.default_rng(random_state).choice(sample, n_fit, replace=False))
     scored = {s: np.flatnonzero(split == s) for s in ("val", "test")}
     held = ids[np.concatenate([sample, scored["val"], scored["test"]])]  # the rows the ensemble needs
     X, votes, column = np.empty((len(held), sum(dims)), np.float32), [], 0

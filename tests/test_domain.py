@@ -81,3 +81,18 @@ def test_tiny_inputs():
         DomainModel.fit(np.zeros((2, 4)))
     model = DomainModel.fit(np.random.default_rng(3).normal(size=(5, 10)), n_components=64)
     assert model.meta["n_components"] == 4
+
+
+def test_scores_are_the_pipelines_statistics_and_fitting_leaves_the_rows_untouched():
+    rng = np.random.default_rng(4)
+    train, held = _domain(600, rng), _domain(50, rng)
+    before = train.copy()
+    model = DomainModel.fit(train, n_components=6)  # float64 rows: the summary scales its own copy
+    np.testing.assert_array_equal(train, before)
+    scaled = model.pipeline["scale"].transform(held)
+    z = model.pipeline.transform(held)             # whitened components
+    pca = model.pipeline["pca"]
+    residual = ((scaled - pca.mean_) ** 2).sum(axis=1) - (((scaled - pca.mean_) @ pca.components_.T) ** 2).sum(axis=1)
+    expected = ((z ** 2).mean(axis=1) / model.t2_scale + np.maximum(residual, 0) / model.q_scale) / 2
+    np.testing.assert_allclose(model.score(held), expected, rtol=1e-9)
+    assert model.score(train).mean() == pytest.approx(1.0, rel=1e-6)
