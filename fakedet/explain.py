@@ -34,7 +34,7 @@ from PIL import Image
 
 from .decoding import ImageDecodeError, decode_image
 from .torch_head import NotExpressible, detector_module
-from .scoring import backbone_for
+from .scoring import backbone_for, set_models
 
 METHODS = ("auto", "grad-cam", "occlusion")
 OCCLUSION_GRID = 7  # squares of size S/7, moved by half a square
@@ -187,23 +187,10 @@ def _resized(heatmap: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(heatmap).resize((size, size), Image.BILINEAR)).clip(0, 1)
 
 
-def explained_models(detector) -> list:
-    """The single-set models whose maps explain ``detector``: itself, or a stacked model's members;
-    a concatenated fused model is refused (its one head reads several backbones' features at once)."""
-    if not detector.fused:
-        return [detector]
-    voters = detector.voters()
-    if not voters:
-        raise ValueError("heat maps of a model fit with --fusion concat are not supported (its one head reads "
-                         "several backbones' features at once); fit with --fusion stack or make the model with "
-                         "fakedet ensemble, whose maps are the mean of each set's")
-    return voters
-
-
 def explainer_for(detector, backbone=None, method: str = "auto", occlusion_grid: int = OCCLUSION_GRID):
     """An ``Explainer`` for a model of one set, a ``MeanExplainer`` for a stacked fused one (``backbone``:
     its ``FusedBackbone``, default ``backbone_for(detector)``)."""
-    models = explained_models(detector)
+    models = set_models(detector, "heat maps")
     if not detector.fused:
         return Explainer(detector, backbone, method, occlusion_grid)
     backbone = backbone or backbone_for(detector)

@@ -1,23 +1,29 @@
-"""Export a detector (backbone with its layers and scales + head) as one ONNX graph, and check it.
+"""Export a detector (backbone(s) with their layers and scales + head) as one ONNX graph, and check it.
 
 The graph's input ``images`` is a float32 batch (B, 3, S, S) in [0, 1]: images already resized
 and cropped by the model's preprocessing (``Backbone.preprocess``, S = its size) and divided by
 255; mean/std normalisation is inside the graph. Its output ``p_fake`` (B,) is P(fake), to
-compare with the threshold stored in the graph's metadata (``threshold``). Heads without a torch
-form (``torch_head.NotExpressible``) are refused with the reason.
+compare with the threshold stored in the graph's metadata (``threshold``). A stacked fused model
+(``fit --fusion stack``, ``fakedet ensemble``) is one graph of every set's backbone and head whose
+``p_fake`` is the mean of theirs, with one input per distinct geometry (``images_0``, ``images_1``,
+...: the metadata's ``inputs`` gives each one's size and resampling). Heads without a torch form
+(``torch_head.NotExpressible``) and ``--fusion concat`` models are refused with the reason.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
+from .image_input import Preprocess
 from .onnx_runtime import OPSET, require_onnx, write_onnx
-from .torch_head import detector_module, torch_head
-from .scoring import backbone_for, single_set
+from .scoring import backbone_for, set_models
+from .torch_head import MeanModule, detector_module, torch_head
 
 FORMATS = ("onnx",)
 
@@ -26,25 +32,65 @@ def export_onnx(detector, out: str | Path, backbone=None, *, opset: int = OPSET)
     """Write ``detector`` as an ONNX file at ``out``; returns the path.
 
     ``backbone``: the model's re-created backbone (default: ``backbone_for(detector, device='cpu')``).
-    Raises ``NotExpressible`` for heads without a torch form, before building the backbone, and
-    ``BackboneError`` with the install command without the onnx extra.
+    Raises ``NotExpressible`` for heads without a torch form and ValueError for a ``--fusion concat``
+    model, before building the backbone, and ``BackboneError`` with the install command without the
+    onnx extra.
     """
     require_onnx("fakedet export")
-    single_set(detector, "export")
-    torch_head(detector.pipeline)  # refuse early
+    check_exportable(detector)
     backbone = backbone or backbone_for(detector, device="cpu")
-    module = detector_module(detector, backbone).cpu().float().to(memory_format=torch.contiguous_format)
-    size = backbone.preprocess.size
-    example = torch.rand(2, 3, size, size)
+    module, inputs = deployment(detector, backbone)
+    examples = {name: torch.rand(2, 3, p.size, p.size) for name, p in inputs.items()}
     meta = {"threshold": detector.threshold, "backbone": detector.backbone, "fingerprint": detector.fingerprint,
-            "head": detector.head, "input_size": size, "preprocess": json.dumps(detector.identity["preprocess"]),
-            "input": "float32 (B, 3, S, S) in [0, 1] after the model's resize/crop; output p_fake (B,)"}
-    return write_onnx(module, example, out, output="p_fake", metadata=meta, opset=opset)
+            "head": detector.head, "inputs": json.dumps([{"name": name, **_geometry(p)} for name, p in inputs.items()]),
+            "input": describe_inputs(inputs) + "; output p_fake (B,)"}
+    if len(inputs) == 1:
+        meta.update(input_size=backbone.preprocess.size, preprocess=json.dumps(detector.identity.get("preprocess")))
+    return write_onnx(module, examples, out, output="p_fake", metadata=meta, opset=opset)
 
 
-def preprocessed_batch(backbone, images: list[Image.Image]) -> np.ndarray:
-    """The ONNX input for PIL images: the backbone's geometry, float32 in [0, 1]."""
-    return np.stack([backbone.preprocess(image).numpy() for image in images]).astype(np.float32) / 255
+def check_exportable(detector) -> None:
+    """Refuse, before any backbone is built, a model that has no single graph (see module docstring)."""
+    for model in set_models(detector, "exports"):
+        torch_head(model.pipeline)
+
+
+def onnx_inputs(detector, backbone) -> tuple[dict[str, Preprocess], list[int]]:
+    """The graph's inputs (name -> the geometry that makes them) and, per set, the index of the one it reads."""
+    parts = backbone.backbones if detector.fused else [backbone]
+    geometries = list(dict.fromkeys(_key(b.preprocess) for b in parts))
+    names = ["images"] if len(geometries) == 1 else [f"images_{i}" for i in range(len(geometries))]
+    inputs = {name: next(b.preprocess for b in parts if _key(b.preprocess) == g) for name, g in zip(names, geometries)}
+    return inputs, [geometries.index(_key(b.preprocess)) for b in parts]
+
+
+def deployment(detector, backbone) -> tuple[nn.Module, dict[str, Preprocess]]:
+    """The fp32 torch module of the exported graph and its inputs (see ``onnx_inputs``)."""
+    inputs, slots = onnx_inputs(detector, backbone)
+    parts = backbone.backbones if detector.fused else [backbone]
+    modules = [detector_module(m, b) for m, b in zip(set_models(detector, "exports"), parts)]
+    module = MeanModule(modules, slots) if detector.fused else modules[0]
+    return module.cpu().float().to(memory_format=torch.contiguous_format).eval(), inputs
+
+
+def describe_inputs(inputs: dict[str, Preprocess]) -> str:
+    """What each input takes, for people: 'images: float32 (B, 3, 128, 128) in [0, 1] ...'."""
+    return "; ".join(f"{name}: float32 (B, 3, {p.size}, {p.size}) in [0, 1] after a {p.policy} to {p.size} px "
+                     f"({p.interpolation})" for name, p in inputs.items())
+
+
+def preprocessed_batch(preprocess: Preprocess, images: list[Image.Image]) -> np.ndarray:
+    """An ONNX input for PIL images: ``preprocess``'s geometry, float32 in [0, 1]."""
+    return np.stack([preprocess(image).numpy() for image in images]).astype(np.float32) / 255
+
+
+def _key(preprocess: Preprocess) -> tuple:
+    """The geometry of an input (mean/std are applied inside each backbone's graph)."""
+    return preprocess.size, preprocess.policy, preprocess.crop_pct, preprocess.interpolation
+
+
+def _geometry(preprocess: Preprocess) -> dict:
+    return {k: v for k, v in asdict(preprocess).items() if k not in ("mean", "std")}
 
 
 def probe_images(n: int, source: str | Path | None = None, size: int = 96, seed: int = 0) -> list[Image.Image]:
@@ -82,14 +128,14 @@ def onnx_parity(detector, path: str | Path, images: list[Image.Image], backbone=
     import onnxruntime as ort
 
     backbone = backbone or backbone_for(detector, device="cpu")
-    module = detector_module(detector, backbone).cpu().float()
+    module, inputs = deployment(detector, backbone)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     diffs = []
     for start in range(0, len(images), batch_size):
-        x = preprocessed_batch(backbone, images[start : start + batch_size])
+        feeds = {name: preprocessed_batch(p, images[start : start + batch_size]) for name, p in inputs.items()}
         with torch.inference_mode():
-            p_torch = module(torch.from_numpy(x)).numpy()
-        p_onnx = session.run(["p_fake"], {"images": x})[0]
+            p_torch = module(*map(torch.from_numpy, feeds.values())).numpy()
+        p_onnx = session.run(["p_fake"], feeds)[0]
         diffs.append(np.abs(p_onnx.astype(np.float64) - p_torch))
     diff = np.concatenate(diffs)
     return {"n": int(len(diff)), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -68,19 +69,23 @@ def require_onnx(what: str = "--runtime onnx") -> None:
         raise BackboneError(f"{what} needs {missing}: {INSTALL}")
 
 
-def write_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, *, output: str, metadata: dict,
-               opset: int = OPSET) -> Path:
-    """``torch.onnx.export`` of ``module`` (input ``images``, dynamic batch, output ``output``) to ``path``
-    atomically, with ``metadata`` as string properties. The one exporter of the runtime's backbones and of
-    ``fakedet export``'s deployment graphs; ``ExportError`` says why an export failed."""
+def write_onnx(module: nn.Module, examples: dict[str, torch.Tensor], path: str | Path, *, output: str,
+               metadata: dict, opset: int = OPSET) -> Path:
+    """``torch.onnx.export`` of ``module`` (inputs named as ``examples``' keys, one shared dynamic batch size,
+    output ``output``) to ``path`` atomically, with ``metadata`` as string properties. The one exporter of the
+    runtime's backbones and of ``fakedet export``'s deployment graphs; ``ExportError`` says why it failed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    shapes = tuple({0: batch} for _ in examples)
+    if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()):
+        shapes = (shapes,)  # forward(*inputs): torch.export sees one argument, the tuple of inputs
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                module, (example,), input_names=["images"], output_names=[output], opset_version=opset,
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True, verbose=False,
+                module, tuple(examples.values()), input_names=list(examples), output_names=[output],
+                opset_version=opset, dynamic_shapes=shapes, dynamo=True, verbose=False,
             )
     except Exception as err:  # the exporter raises many types; the message is the reason shown to the user
         raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
@@ -97,7 +102,7 @@ def export_onnx(backbone: Backbone, path: str | Path) -> Path:
     model = _Uint8Input(copy.deepcopy(backbone.model).float().cpu().to(memory_format=torch.contiguous_format)).eval()
     size = backbone.preprocess.size
     example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
-    return write_onnx(model, example, path, output="features",
+    return write_onnx(model, {"images": example}, path, output="features",
                       metadata={"fakedet_fingerprint": backbone.fingerprint, "fakedet_format": FORMAT})
 
 

@@ -25,11 +25,18 @@ from .store import Embeddings, Store, StoreError
 # --------------------------------------------------------------------------- a model's backbone and embeddings
 
 
-def single_set(detector: Detector, job: str = "export") -> None:
-    """Refuse a fused model (several embedding sets) in a job that re-creates one backbone."""
-    if detector.fused:
-        raise ValueError(f"fused models are not supported by {job} yet: the model reads {len(detector.members)} "
-                         f"embedding sets ({detector.key}); fit a model on one set for this")
+def set_models(detector: Detector, job: str) -> list[Detector]:
+    """The single-set models ``job`` works through, one per backbone: the model itself, or a stacked fused
+    model's members (its P(fake) is the mean of theirs). A ``--fusion concat`` model is refused: its one
+    head reads several backbones' features at once."""
+    if not detector.fused:
+        return [detector]
+    voters = detector.voters()
+    if not voters:
+        raise ValueError(f"{job} of a model fit with --fusion concat are not supported (its one head reads several "
+                         "backbones' features at once); fit with --fusion stack or make the model with fakedet "
+                         "ensemble, which averages one model per set")
+    return voters
 
 
 def member_backbone(member: EmbeddingSet, checkpoint: str | Path | None = None, device: str = "auto",

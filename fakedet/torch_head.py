@@ -195,3 +195,16 @@ class DetectorModule(nn.Module):
 def detector_module(detector, backbone, score: bool = False) -> DetectorModule:
     """``DetectorModule`` of a fakedet ``Detector`` and its re-created ``Backbone`` (fp32, eval)."""
     return DetectorModule(backbone.model, torch_head(detector.pipeline), score).to(backbone.device).eval()
+
+
+class MeanModule(nn.Module):
+    """A stacked fused model as one module: the mean P(fake) of its sets' ``DetectorModule``s, module i
+    reading input ``slots[i]`` (sets with the same input geometry share one input)."""
+
+    def __init__(self, modules: list[DetectorModule], slots: list[int]):
+        super().__init__()
+        self.parts = nn.ModuleList(modules)
+        self.slots = slots
+
+    def forward(self, *inputs):
+        return torch.stack([part(inputs[slot]) for part, slot in zip(self.parts, self.slots)]).mean(dim=0)

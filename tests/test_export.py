@@ -1,11 +1,13 @@
 """torch_head (sklearn heads as torch modules) and ONNX export with parity checks."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from fitted import fitted
+from fitted import fitted, fused
 
 from fakedet import onnx_runtime
 from fakedet.cli import cli
@@ -64,7 +66,7 @@ def test_export_parity_on_100_images(multiscale, tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert float(meta["threshold"]) == detector.threshold and meta["fingerprint"] == detector.fingerprint
     # the torch module the graph came from scores like predict (fp32 backbone + sklearn head)
-    x = torch.from_numpy(preprocessed_batch(backbone, images[:16]))
+    x = torch.from_numpy(preprocessed_batch(backbone.preprocess, images[:16]))
     with torch.inference_mode():
         p_module = detector_module(detector, backbone)(x).numpy()
     p_sklearn = detector.p_fake(backbone.embed_images(images[:16]))
@@ -93,3 +95,41 @@ def test_cli_export_without_the_onnx_extra_exits_2_with_the_install_command(mult
     result = CliRunner().invoke(cli, ["export", str(model), "--out", str(tmp_path / "model.onnx")])
     assert result.exit_code == 2 and 'pip install "fakedet[onnx]"' in result.output and "onnxscript" in result.output
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_stacked_fused_model_is_one_graph_with_an_input_per_geometry(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    model = fused(tmp_path, "stack", sizes=("64", "48", "64"))  # the third set repeats the first's geometry
+    detector, backbone = model.detector, model.backbone
+    path = export_onnx(detector, tmp_path / "fused.onnx", backbone)
+    graph = onnx.load(str(path))
+    assert [i.name for i in graph.graph.input] == ["images_0", "images_1"]
+    inputs = json.loads({p.key: p.value for p in graph.metadata_props}["inputs"])
+    assert [(i["name"], i["size"]) for i in inputs] == [("images_0", 64), ("images_1", 48)]
+    images = probe_images(12)
+    feeds = {i["name"]: preprocessed_batch(part.preprocess, images)
+             for i, part in zip(inputs, backbone.backbones)}
+    p_onnx = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["p_fake"], feeds)[0]
+    p_model = detector.p_fake(backbone.embed_images(images))  # the mean of the three sets' heads
+    assert np.abs(p_onnx - p_model).max() <= 1e-4 and len(set(np.round(p_model, 3))) > 1
+    assert onnx_parity(detector, path, images, backbone)["max_abs_diff"] <= 1e-4
+
+    saved = detector.save(tmp_path / "m")
+    result = CliRunner().invoke(cli, ["export", str(saved), "--out", str(tmp_path / "cli.onnx"), "--check", "4",
+                                      "--cache", str(model.cache)])
+    assert result.exit_code == 0, result.output
+    assert "images_0: float32 (B, 3, 64, 64)" in result.output and "images_1: float32 (B, 3, 48, 48)" in result.output
+    assert "parity on 4 generated images" in result.output
+
+
+def test_a_concatenated_fused_model_is_refused_before_any_backbone_is_built(tmp_path, monkeypatch):
+    from fakedet import scoring
+
+    concat = fused(tmp_path, "concat", sizes=("64", "48"))
+    monkeypatch.setattr(scoring, "member_backbone", lambda *a, **k: pytest.fail("built a backbone"))
+    result = CliRunner().invoke(cli, ["export", str(concat.detector.save(tmp_path / "m")), "--out",
+                                      str(tmp_path / "m.onnx"), "--cache", str(concat.cache)])
+    assert result.exit_code == 2 and "exports of a model fit with --fusion concat are not supported" in result.output
+    assert "fakedet ensemble" in result.output and not (tmp_path / "m.onnx").exists()

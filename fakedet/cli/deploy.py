@@ -22,11 +22,11 @@ def explain(model, images, out, method, checkpoint, device, cache):
     """Heat maps of what drove P(fake) for IMAGES (files) with MODEL (folder or name)."""
     from ..catalog import find_model
     from ..detector import Detector
-    from ..scoring import backbone_for
-    from ..explain import explain_files, explained_models
+    from ..explain import explain_files
+    from ..scoring import backbone_for, set_models
 
     detector = Detector.load(find_model(model, cache))
-    explained_models(detector)  # refuses what has no maps before any backbone is built
+    set_models(detector, "heat maps")  # refuses what has no maps before any backbone is built
     table = explain_files(detector, list(images), out, backbone_for(detector, checkpoint, device, cache), method)
     click.echo(table.drop(columns=["npy"]).to_csv(index=False), nl=False)
     click.echo(f"{table['png'].notna().sum()} heat maps in {out}: {', '.join(table['method'].dropna().unique())}",
@@ -44,18 +44,19 @@ def explain(model, images, out, method, checkpoint, device, cache):
 @checkpoint_option("the backbone's original weights file, when the model was fit on local weights")
 @cache_option
 def export(model, fmt, out, check, check_data, checkpoint, cache):
-    """Write MODEL (backbone + head) as one ONNX graph: preprocessed batch in [0, 1] -> P(fake)."""
+    """Write MODEL (backbone + head; every set's of a stacked fused model) as one ONNX graph: preprocessed
+    batch(es) in [0, 1] -> P(fake)."""
     from ..catalog import find_model
     from ..detector import Detector
-    from ..scoring import backbone_for, single_set
-    from ..export import export_onnx, onnx_parity, probe_images
+    from ..export import check_exportable, describe_inputs, export_onnx, onnx_inputs, onnx_parity, probe_images
+    from ..scoring import backbone_for
 
     detector = Detector.load(find_model(model, cache))
-    single_set(detector, "export")  # before building any backbone
+    check_exportable(detector)  # before building any backbone
     backbone = backbone_for(detector, checkpoint, device="cpu", cache=cache)
     path = export_onnx(detector, out, backbone)
-    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); input: float32 (B, 3, {backbone.preprocess.size}, "
-               f"{backbone.preprocess.size}) in [0, 1], output p_fake (B,), threshold {detector.threshold:.4f}")
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); {describe_inputs(onnx_inputs(detector, backbone)[0])}; "
+               f"output p_fake (B,), threshold {detector.threshold:.4f}")
     if check:
         parity = onnx_parity(detector, path, probe_images(check, check_data), backbone)
         click.echo(f"parity on {parity['n']} {'images of ' + str(check_data) if check_data else 'generated images'}: max |dP| {parity['max_abs_diff']:.2e}, "
