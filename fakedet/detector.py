@@ -22,8 +22,8 @@ the format above unchanged.
 Loading never runs code from the file: ``skops.io.load`` rebuilds only the types skops trusts
 by default (numpy, and scikit-learn's public estimators) plus ``TRUSTED_TYPES``, the private
 scikit-learn helpers that fakedet's heads contain (and ``Bunch``, the dict of a fused stack's heads;
-``SampledLogisticRegressionCV``, fakedet's own logreg head; ``ColumnBlock``, a stacked model's column
-block). Any other type makes ``Detector.load`` refuse the file (``UntrustedModel``); ``trusted=True``
+``SampledLogisticRegressionCV``, fakedet's own logreg head; ``LeanMLPClassifier`` and
+``NoiseFloorScaler``, its mlp head and scaler; ``ColumnBlock``, a stacked model's column block). Any other type makes ``Detector.load`` refuse the file (``UntrustedModel``); ``trusted=True``
 is never used.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ from .catalog import MODEL_META
 from .datasets import LABEL_NAMES
 from .domain import DomainModel
 from .fusion import ColumnBlock
-from .heads import LeanMLPClassifier, SampledLogisticRegressionCV
+from .heads import LeanMLPClassifier, NoiseFloorScaler, SampledLogisticRegressionCV
 from .provenance import versions
 from .store import Embeddings, StoreError
 
@@ -53,7 +53,7 @@ MODEL_FILE, META_FILE, METRICS_FILE, SPLITS_FILE = "model.skops", MODEL_META, "m
 DOMAIN_FILE = "domain.skops"
 TRUSTED_TYPES = sorted(f"{t.__module__}.{t.__qualname__}" for t in (
     _CalibratedClassifier, _SigmoidCalibration, AdamOptimizer, SGDOptimizer, Bunch,  # Bunch: a fused stack's dict
-    SampledLogisticRegressionCV, LeanMLPClassifier, ColumnBlock))
+    SampledLogisticRegressionCV, LeanMLPClassifier, NoiseFloorScaler, ColumnBlock))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Out-of-domain flag: how unlike the training embeddings an image is.
 
 A ``DomainModel`` keeps a compact summary of the training embeddings: a scikit-learn
-``Pipeline(StandardScaler, PCA(whiten=True))`` subspace. An embedding's ``domain_score`` adds
+``Pipeline(NoiseFloorScaler, PCA(whiten=True))`` subspace (a ``StandardScaler`` that leaves
+float-noise columns unscaled). An embedding's ``domain_score`` adds
 the two classic PCA statistics, each scaled to 1 on average over the training rows:
 
 * Hotelling's T^2 inside the subspace (the squared Mahalanobis distance of the whitened
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+
+from .heads import NoiseFloorScaler
 
 DEFAULT_RATE = 0.99
 DEFAULT_COMPONENTS = 64
@@ -53,7 +55,7 @@ class DomainModel:
         if len(X) < 3:
             raise ValueError("the out-of-domain summary needs at least 3 training rows")
         k = max(1, min(n_components, X.shape[1], len(X) - 1))
-        scale = StandardScaler().fit(X)
+        scale = NoiseFloorScaler().fit(X)
         X = scale.transform(X, copy=False)  # our own float64 copy: scaled in place
         pipeline = Pipeline([("scale", scale),
                              ("pca", PCA(n_components=k, whiten=True, random_state=random_state).fit(X))])

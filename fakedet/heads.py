@@ -113,6 +113,25 @@ class LeanMLPClassifier(MLPClassifier):
         return self
 
 
+class NoiseFloorScaler(StandardScaler):
+    """``StandardScaler`` that leaves float noise alone: a column whose standard deviation is below ``floor``
+    times the median column's (a backbone's dead channel, constant but for rounding: effnet-lite2's every-block
+    sets have four, std 1e-8 against a median of 1.5) keeps scale 1 instead of being stretched to unit
+    variance, which would make P(fake) follow the rounding of whatever embedded the image (torch or ONNX,
+    one CPU or another). Columns of exactly zero variance keep scale 1 as in ``StandardScaler``."""
+
+    def __init__(self, *, floor: float = 1e-4, copy: bool = True, with_mean: bool = True, with_std: bool = True):
+        super().__init__(copy=copy, with_mean=with_mean, with_std=with_std)
+        self.floor = floor
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        super().partial_fit(X, y, sample_weight)
+        if self.scale_ is not None:
+            std = np.sqrt(self.var_)
+            self.scale_[std < self.floor * np.median(std)] = 1.0
+        return self
+
+
 def _mlp(p: dict, random_state: int, n_samples: int) -> list[tuple[str, BaseEstimator]]:
     if p["early_stopping"] == "auto":
         p["early_stopping"] = n_samples >= MLP_EARLY_STOPPING_MIN
@@ -189,7 +208,7 @@ def preprocessing_steps(spec: str, random_state: int = 0) -> list[tuple[str, Bas
         if name == "l2":
             steps.append(("l2", Normalizer()))
         elif name == "standard":
-            steps.append(("standard", StandardScaler()))
+            steps.append(("standard", NoiseFloorScaler()))
         elif name == "pca" and arg.isdigit() and int(arg) > 0:
             steps.append(("pca", PCA(n_components=int(arg), random_state=random_state)))
         else:

@@ -6,6 +6,7 @@ import pytest
 import skops.io as sio
 
 from fakedet import domain
+from fakedet.detector import TRUSTED_TYPES
 from fakedet.domain import DomainModel, fit_rows
 
 
@@ -70,7 +71,7 @@ def test_round_trip_through_skops_and_meta(tmp_path):
     rng = np.random.default_rng(2)
     model = DomainModel.fit(_domain(300, rng), n_components=8).calibrate(_domain(100, rng))
     sio.dump(model.pipeline, tmp_path / "domain.skops")
-    again = DomainModel.from_meta(sio.load(tmp_path / "domain.skops"), model.meta)
+    again = DomainModel.from_meta(sio.load(tmp_path / "domain.skops", trusted=TRUSTED_TYPES), model.meta)
     X = _domain(50, rng)
     np.testing.assert_allclose(again.score(X), model.score(X))
     assert again.meta == model.meta

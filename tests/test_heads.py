@@ -149,3 +149,25 @@ def test_a_fitted_mlp_saves_without_its_optimizer_state_and_predicts_as_scikit_l
     assert len(sio.dumps(lean)) < 0.35 * len(sio.dumps(plain))  # Adam's moments and the best weights' copy
     again = sio.loads(sio.dumps(lean), trusted=sio.get_untrusted_types(data=sio.dumps(lean)))
     np.testing.assert_array_equal(p_fake(again, Xte), p_fake(lean, Xte))
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp"])
+def test_float_noise_columns_are_not_stretched_so_rounding_does_not_move_p_fake(name):
+    """A dead channel (constant 0.16 but for float32 rounding, like effnet-lite2's) must not turn a
+    different runtime's rounding into a different verdict."""
+    Xtr, ytr, Xte, _ = blobs()
+    rng = np.random.default_rng(5)
+    dead = lambda n: (0.16 + 1e-8 * rng.normal(size=(n, 1))).astype(np.float32)  # noqa: E731
+    Xtr, Xte = np.hstack([Xtr, dead(len(Xtr))]), np.hstack([Xte, dead(len(Xte))])
+    model = make_head(name, {"max_iter": 200} if name == "mlp" else None, n_samples=len(Xtr)).fit(Xtr, ytr)
+    scaler = model.named_steps["standard"]
+    assert scaler.scale_[-1] == 1.0 and np.allclose(scaler.scale_[:-1], Xtr[:, :-1].std(axis=0), rtol=1e-4)
+    rounded = Xte.copy()
+    rounded[:, -1] = np.nextafter(rounded[:, -1], np.float32(1), dtype=np.float32)  # one float32 step: 1.5e-8
+    assert np.abs(p_fake(model, rounded) - p_fake(model, Xte)).max() < 1e-6
+    import skops.io as sio
+
+    from fakedet.detector import TRUSTED_TYPES
+
+    again = sio.loads(sio.dumps(model), trusted=TRUSTED_TYPES)  # fakedet's loader trusts the scaler
+    np.testing.assert_array_equal(p_fake(again, Xte), p_fake(model, Xte))
