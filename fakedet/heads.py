@@ -22,7 +22,8 @@
 
 Parameters (``params``) override the defaults; any other constructor parameter of the head's
 classifier is accepted too (``head_parameters(name)`` lists them). Feature preprocessing is a
-comma-separated list of ``l2`` (unit length rows), ``standard`` (zero mean, unit variance) and
+comma-separated list of ``l2`` (unit length rows), ``standard`` (zero mean, unit variance; columns of
+float noise left unscaled, see ``NoiseFloorScaler``) and
 ``pca:K`` (K principal components), in order, or ``none``; each head has a default.
 """
 from __future__ import annotations
