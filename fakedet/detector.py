@@ -23,8 +23,8 @@ Loading never runs code from the file: ``skops.io.load`` rebuilds only the types
 by default (numpy, and scikit-learn's public estimators) plus ``TRUSTED_TYPES``, the private
 scikit-learn helpers that fakedet's heads contain (and ``Bunch``, the dict of a fused stack's heads;
 ``SampledLogisticRegressionCV``, fakedet's own logreg head; ``LeanMLPClassifier`` and
-``NoiseFloorScaler``, its mlp head and scaler; ``ColumnBlock``, a stacked model's column block). Any other type makes ``Detector.load`` refuse the file (``UntrustedModel``); ``trusted=True``
-is never used.
+``NoiseFloorScaler``, its mlp head and scaler; ``ColumnBlock``, a stacked model's column block). Any
+other type makes ``Detector.load`` refuse the file (``UntrustedModel``); ``trusted=True`` is never used.
 """
 from __future__ import annotations
 
