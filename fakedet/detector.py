@@ -29,6 +29,7 @@ other type makes ``Detector.load`` refuse the file (``UntrustedModel``); ``trust
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from .catalog import MODEL_META
 from .datasets import LABEL_NAMES
 from .domain import DomainModel
 from .fusion import ColumnBlock
-from .heads import LeanMLPClassifier, NoiseFloorScaler, SampledLogisticRegressionCV
+from .heads import LeanMLPClassifier, NoiseFloorScaler, SampledLogisticRegressionCV, stretched_noise
 from .provenance import versions
 from .store import Embeddings, StoreError
 
@@ -227,6 +228,12 @@ class Detector:
         except (ValueError, OSError) as err:
             raise StoreError(f"not a fakedet model file: {metrics_file.name} or {SPLITS_FILE} in {directory} "
                              f"is unreadable ({err}); fit the model again") from None
+        stretched = sum(stretched_noise(p) for p in pipelines.values())
+        if stretched:
+            warnings.warn(f"{directory} was fit before fakedet left float-noise columns unscaled: its scaler stretches "
+                          f"{stretched} near-constant column(s) to unit variance, so its scores can change with the "
+                          "runtime that embeds an image (torch or ONNX Runtime, one CPU or another); fit it again to "
+                          "mend this", UserWarning, stacklevel=2)
         return cls(
             pipeline=pipeline, metrics=metrics, splits=splits, domain=domain,
             config=BackboneConfig.from_dict(meta["config"]) if meta.get("config") else None,

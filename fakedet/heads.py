@@ -114,6 +114,9 @@ class LeanMLPClassifier(MLPClassifier):
         return self
 
 
+NOISE_FLOOR = 1e-4  # a column's std below this share of the median column's is float noise
+
+
 class NoiseFloorScaler(StandardScaler):
     """``StandardScaler`` that leaves float noise alone: a column whose standard deviation is below ``floor``
     times the median column's (a backbone's dead channel, constant but for rounding: effnet-lite2's every-block
@@ -121,7 +124,8 @@ class NoiseFloorScaler(StandardScaler):
     variance, which would make P(fake) follow the rounding of whatever embedded the image (torch or ONNX,
     one CPU or another). Columns of exactly zero variance keep scale 1 as in ``StandardScaler``."""
 
-    def __init__(self, *, floor: float = 1e-4, copy: bool = True, with_mean: bool = True, with_std: bool = True):
+    def __init__(self, *, floor: float = NOISE_FLOOR, copy: bool = True, with_mean: bool = True,
+                 with_std: bool = True):
         super().__init__(copy=copy, with_mean=with_mean, with_std=with_std)
         self.floor = floor
 
@@ -131,6 +135,21 @@ class NoiseFloorScaler(StandardScaler):
             std = np.sqrt(self.var_)
             self.scale_[std < self.floor * np.median(std)] = 1.0
         return self
+
+
+def stretched_noise(pipeline: BaseEstimator) -> int:
+    """Columns that a plain ``StandardScaler`` anywhere in a fitted ``pipeline`` (models fit before
+    ``NoiseFloorScaler``) stretches from float noise to unit variance; 0 for models fit since."""
+    count, todo = 0, [pipeline]
+    while todo:
+        step = todo.pop()
+        if type(step) is StandardScaler and getattr(step, "var_", None) is not None:
+            std = np.sqrt(step.var_)
+            count += int(((std > 0) & (std < NOISE_FLOOR * np.median(std))).sum())
+        inner = getattr(step, "estimator", None)  # FrozenEstimator
+        todo += [s for _, s in getattr(step, "steps", [])] + [t for _, t in getattr(step, "transformer_list", [])]
+        todo += list(getattr(step, "estimators_", [])) + ([inner] if isinstance(inner, BaseEstimator) else [])
+    return count
 
 
 def _mlp(p: dict, random_state: int, n_samples: int) -> list[tuple[str, BaseEstimator]]:

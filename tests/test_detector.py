@@ -266,3 +266,23 @@ def test_model_store_is_the_named_data_or_the_models_own(cache):
     detector.training.pop("store")
     with pytest.raises(ValueError, match="pass --data"):
         model_store(detector)
+
+
+def test_a_model_whose_scaler_stretches_float_noise_warns_on_load(tmp_path):
+    """Models fit before NoiseFloorScaler stretched dead channels to unit variance: loading says to refit."""
+    import warnings
+
+    from sklearn.preprocessing import StandardScaler
+
+    root = tmp_path / "cache"
+    store = make_store(root / "data.h5")
+    X = store.load(store.embedding_sets()["key"][0]).X.copy()
+    X[:, -1] = 0.16 + 1e-8 * np.random.default_rng(0).normal(size=len(X))  # a dead channel
+    detector = fit(cache=root, head="logreg", params={"C": 1.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fit now: nothing to say
+        Detector.load(detector.save(tmp_path / "new"))
+    old = Pipeline([("standard", StandardScaler().fit(X)), *detector.pipeline.steps[1:]])
+    stale = Detector(**{**detector.__dict__, "pipeline": old}).save(tmp_path / "old")
+    with pytest.warns(UserWarning, match=r"stretches 1 near-constant column\(s\).*fit it again"):
+        Detector.load(stale)
