@@ -21,7 +21,7 @@ from common import output_options, publish
 
 from fakedet.catalog import find_model
 from fakedet.detector import Detector
-from fakedet.export import deployment, describe_inputs, export_onnx, onnx_parity, preprocessed_batch, probe_images
+from fakedet.export import deployment, describe_inputs, export_onnx, onnx_feeds, onnx_parity, probe_images
 from fakedet.scoring import backbone_for
 
 
@@ -47,8 +47,7 @@ def main() -> None:
         parity = onnx_parity(detector, path, images, backbone, batch_size=args.batch_size)
         module, inputs = deployment(detector, backbone)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        batches = [{name: preprocessed_batch(p, images[i:i + args.batch_size]) for name, p in inputs.items()}
-                   for i in range(0, len(images), args.batch_size)]
+        batches = list(onnx_feeds(inputs, images, args.batch_size))
 
         def run_torch() -> None:
             with torch.inference_mode():

@@ -190,9 +190,9 @@ def _resized(heatmap: np.ndarray, size: int) -> np.ndarray:
 def explainer_for(detector, backbone=None, method: str = "auto", occlusion_grid: int = OCCLUSION_GRID):
     """An ``Explainer`` for a model of one set, a ``MeanExplainer`` for a stacked fused one (``backbone``:
     its ``FusedBackbone``, default ``backbone_for(detector)``)."""
-    models = set_models(detector, "heat maps")
     if not detector.fused:
         return Explainer(detector, backbone, method, occlusion_grid)
+    models = set_models(detector, "heat maps")
     backbone = backbone or backbone_for(detector)
     return MeanExplainer(detector, [Explainer(model, part, method, occlusion_grid)
                                     for model, part in zip(models, backbone.backbones)])

@@ -57,20 +57,26 @@ def check_exportable(detector) -> None:
 
 def onnx_inputs(detector, backbone) -> tuple[dict[str, Preprocess], list[int]]:
     """The graph's inputs (name -> the geometry that makes them) and, per set, the index of the one it reads."""
-    parts = backbone.backbones if detector.fused else [backbone]
-    geometries = list(dict.fromkeys(_key(b.preprocess) for b in parts))
+    parts = _parts(detector, backbone)
+    keys = [_key(b.preprocess) for b in parts]
+    geometries = list(dict.fromkeys(keys))
     names = ["images"] if len(geometries) == 1 else [f"images_{i}" for i in range(len(geometries))]
-    inputs = {name: next(b.preprocess for b in parts if _key(b.preprocess) == g) for name, g in zip(names, geometries)}
-    return inputs, [geometries.index(_key(b.preprocess)) for b in parts]
+    inputs = {name: parts[keys.index(g)].preprocess for name, g in zip(names, geometries)}
+    return inputs, [geometries.index(k) for k in keys]
 
 
 def deployment(detector, backbone) -> tuple[nn.Module, dict[str, Preprocess]]:
     """The fp32 torch module of the exported graph and its inputs (see ``onnx_inputs``)."""
     inputs, slots = onnx_inputs(detector, backbone)
-    parts = backbone.backbones if detector.fused else [backbone]
-    modules = [detector_module(m, b) for m, b in zip(set_models(detector, "exports"), parts)]
+    modules = [detector_module(m, b) for m, b in zip(set_models(detector, "exports"), _parts(detector, backbone))]
     module = MeanModule(modules, slots) if detector.fused else modules[0]
     return module.cpu().float().to(memory_format=torch.contiguous_format).eval(), inputs
+
+
+def onnx_feeds(inputs: dict[str, Preprocess], images: list[Image.Image], batch_size: int = 32):
+    """The graph's feeds for ``images``, a dict (input name -> float32 batch) per batch of ``batch_size``."""
+    for start in range(0, len(images), batch_size):
+        yield {name: preprocessed_batch(p, images[start : start + batch_size]) for name, p in inputs.items()}
 
 
 def describe_inputs(inputs: dict[str, Preprocess]) -> str:
@@ -82,6 +88,11 @@ def describe_inputs(inputs: dict[str, Preprocess]) -> str:
 def preprocessed_batch(preprocess: Preprocess, images: list[Image.Image]) -> np.ndarray:
     """An ONNX input for PIL images: ``preprocess``'s geometry, float32 in [0, 1]."""
     return np.stack([preprocess(image).numpy() for image in images]).astype(np.float32) / 255
+
+
+def _parts(detector, backbone) -> list:
+    """The backbone of each set, in the model's order (a fused model's ``FusedBackbone`` holds several)."""
+    return backbone.backbones if detector.fused else [backbone]
 
 
 def _key(preprocess: Preprocess) -> tuple:
@@ -131,8 +142,7 @@ def onnx_parity(detector, path: str | Path, images: list[Image.Image], backbone=
     module, inputs = deployment(detector, backbone)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     diffs = []
-    for start in range(0, len(images), batch_size):
-        feeds = {name: preprocessed_batch(p, images[start : start + batch_size]) for name, p in inputs.items()}
+    for feeds in onnx_feeds(inputs, images, batch_size):
         with torch.inference_mode():
             p_torch = module(*map(torch.from_numpy, feeds.values())).numpy()
         p_onnx = session.run(["p_fake"], feeds)[0]

@@ -132,9 +132,13 @@ class NoiseFloorScaler(StandardScaler):
     def partial_fit(self, X, y=None, sample_weight=None):
         super().partial_fit(X, y, sample_weight)
         if self.scale_ is not None:
-            std = np.sqrt(self.var_)
-            self.scale_[std < self.floor * np.median(std)] = 1.0
+            self.scale_[float_noise(np.sqrt(self.var_), self.floor)] = 1.0
         return self
+
+
+def float_noise(std: np.ndarray, floor: float = NOISE_FLOOR) -> np.ndarray:
+    """Columns whose standard deviation ``std`` is below ``floor`` times the median column's: float noise."""
+    return std < floor * np.median(std)
 
 
 def stretched_noise(pipeline: BaseEstimator) -> int:
@@ -145,7 +149,7 @@ def stretched_noise(pipeline: BaseEstimator) -> int:
         step = todo.pop()
         if type(step) is StandardScaler and getattr(step, "var_", None) is not None:
             std = np.sqrt(step.var_)
-            count += int(((std > 0) & (std < NOISE_FLOOR * np.median(std))).sum())
+            count += int(((std > 0) & float_noise(std)).sum())  # zero variance: StandardScaler kept scale 1
         inner = getattr(step, "estimator", None)  # FrozenEstimator
         todo += [s for _, s in getattr(step, "steps", [])] + [t for _, t in getattr(step, "transformer_list", [])]
         todo += list(getattr(step, "estimators_", [])) + ([inner] if isinstance(inner, BaseEstimator) else [])
