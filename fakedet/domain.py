@@ -28,6 +28,7 @@ DEFAULT_RATE = 0.99
 DEFAULT_COMPONENTS = 64
 FIT_ROWS = 20_000  # training rows the summary is fitted on, at most
 FIT_BYTES = 2 * 2**30  # and at most this much float64 per copy of them (wide fused sets get fewer rows)
+ROUNDING = 1e-9  # Q below this share of the rows' squared norm is rounding: its scale is floored there
 SCORE_BYTES = 256 * 2**20  # float64 per copy of the rows scored at a time (each copy made several times)
 
 
@@ -59,21 +60,31 @@ class DomainModel:
         X = scale.transform(X, copy=False)  # our own float64 copy: scaled in place
         pipeline = Pipeline([("scale", scale),
                              ("pca", PCA(n_components=k, whiten=True, random_state=random_state).fit(X))])
-        t2, q = _statistics(pipeline, X, scaled=True)
-        return cls(pipeline=pipeline, t2_scale=float(max(t2.mean(), 1e-12)), q_scale=float(max(q.mean(), 1e-12)))
+        blocks = BlockScores(pipeline, len(X)).add(X, scaled=True)
+        t2, q = blocks.statistics()
+        q_floor = max(ROUNDING * blocks.squares.mean(), 1e-12)  # rows inside the subspace: Q is rounding
+        return cls(pipeline=pipeline, t2_scale=float(max(t2.mean(), 1e-12)), q_scale=float(max(q.mean(), q_floor)))
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Domain score per row (about 1 on training data; larger = further out)."""
-        t2, q = _statistics(self.pipeline, X)
+        return self.scores_of(BlockScores(self.pipeline, len(X)).add(X))
+
+    def scores_of(self, blocks: "BlockScores") -> np.ndarray:
+        """The domain score of each row of ``blocks`` once every block of columns is added."""
+        t2, q = blocks.statistics()
         return (t2 / self.t2_scale + q / self.q_scale) / 2
 
     def calibrate(self, X_held_out: np.ndarray, in_domain_rate: float = DEFAULT_RATE) -> "DomainModel":
         """Set the threshold so ``in_domain_rate`` of these in-domain rows fall below it."""
+        return self.calibrate_scores(self.score(X_held_out), in_domain_rate)
+
+    def calibrate_scores(self, held_out_scores: np.ndarray, in_domain_rate: float = DEFAULT_RATE) -> "DomainModel":
+        """``calibrate`` from the held-out rows' scores (``score`` or ``scores_of``)."""
         if not 0.5 <= in_domain_rate < 1:
             raise ValueError(f"in-domain rate must be in [0.5, 1), not {in_domain_rate}")
-        if len(X_held_out) == 0:
+        if len(held_out_scores) == 0:
             raise ValueError("calibrating the out-of-domain threshold needs held-out rows of the training domain")
-        self.threshold = float(np.quantile(self.score(X_held_out), in_domain_rate))
+        self.threshold = float(np.quantile(held_out_scores, in_domain_rate))
         self.in_domain_rate = float(in_domain_rate)
         return self
 
@@ -99,16 +110,37 @@ def fit_rows(width: int) -> int:
     return int(max(100, min(FIT_ROWS, FIT_BYTES // (8 * max(width, 1)))))
 
 
-def _statistics(pipeline: Pipeline, X: np.ndarray, *, scaled: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(T^2 per component, Q) of rows ``X`` (already through the scaler if ``scaled``) under the fitted
-    scaler + whitened PCA, ``SCORE_BYTES`` of float64 rows at a time."""
-    step = max(1, SCORE_BYTES // (8 * max(X.shape[1], 1)))  # 26,000 rows of 1,280 columns, 490 of 68,000
-    pca: PCA = pipeline["pca"]
-    t2, q = [np.zeros(0)], [np.zeros(0)]
-    for start in range(0, len(X), step):
-        rows = np.asarray(X[start:start + step], np.float64)
-        centred = (rows if scaled else pipeline["scale"].transform(rows)) - pca.mean_
-        projected = centred @ pca.components_.T
-        t2.append((projected ** 2 / pca.explained_variance_).sum(axis=1) / pca.n_components_)
-        q.append(np.maximum((centred ** 2).sum(axis=1) - (projected ** 2).sum(axis=1), 0.0))
-    return np.concatenate(t2), np.concatenate(q)
+class BlockScores:
+    """Domain scores of rows whose columns come a block at a time (a fused model's sets, one in memory at
+    a time): both statistics are sums over columns once the rows are centred, so each block adds its
+    projection onto the components and its squared norm. ``add`` every block, then
+    ``DomainModel.scores_of``."""
+
+    def __init__(self, pipeline: Pipeline, n_rows: int):
+        self.pipeline = pipeline
+        pca: PCA = pipeline["pca"]
+        self.projected = np.zeros((n_rows, pca.n_components_))
+        self.squares = np.zeros(n_rows)
+
+    def add(self, X: np.ndarray, columns: slice = slice(None), *, scaled: bool = False) -> "BlockScores":
+        """Add rows ``X`` holding ``columns`` of the summary's columns (already through its scaler if
+        ``scaled``), ``SCORE_BYTES`` of float64 rows at a time."""
+        scale, pca = self.pipeline["scale"], self.pipeline["pca"]
+        mean, components = pca.mean_[columns], pca.components_[:, columns]
+        offset, stretch = scale.mean_[columns], scale.scale_[columns]
+        if X.shape[1] != len(mean):
+            raise ValueError(f"a block of {X.shape[1]} columns for {len(mean)} columns of the summary")
+        step = max(1, SCORE_BYTES // (8 * max(X.shape[1], 1)))  # 26,000 rows of 1,280 columns, 490 of 68,000
+        for start in range(0, len(X), step):
+            rows = np.asarray(X[start:start + step], np.float64)
+            centred = (rows if scaled else (rows - offset) / stretch) - mean
+            self.projected[start:start + len(rows)] += centred @ components.T
+            self.squares[start:start + len(rows)] += (centred ** 2).sum(axis=1)
+        return self
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(T^2 per component, Q) of the rows added."""
+        pca: PCA = self.pipeline["pca"]
+        t2 = (self.projected ** 2 / pca.explained_variance_).sum(axis=1) / pca.n_components_
+        return t2, np.maximum(self.squares - (self.projected ** 2).sum(axis=1), 0.0)
+

@@ -11,7 +11,9 @@ The result is an ordinary fused model (``fakedet.fusion``): a scikit-learn ``Vot
 the members' fitted pipelines (each wrapped in ``FrozenEstimator`` behind its ``ColumnBlock``), saved,
 evaluated and used by ``predict`` like any other. Its threshold is chosen on the shared validation
 split, and its out-of-domain summary is fitted on the fused training rows (at most
-``domain.fit_rows(width)`` of them) and calibrated on the fused validation rows. Torch-free.
+``domain.fit_rows(width)`` of them) and calibrated on the validation rows, scored one set at a time
+(``domain.BlockScores``), so no more than one set's validation and test rows are ever in memory.
+Torch-free.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from sklearn.pipeline import Pipeline
 
 from .catalog import find_model
 from .detector import Detector
-from .domain import DEFAULT_RATE, DomainModel, fit_rows
+from .domain import DEFAULT_RATE, BlockScores, DomainModel, fit_rows
 from .fusion import column_blocks
 from .store import Store
 from .training import settle, split_counts
@@ -71,17 +73,21 @@ def ensemble(models: list[str | Path | Detector], *, cache: str | Path | None = 
     sample, n_fit = np.flatnonzero(split == "train"), fit_rows(sum(dims))
     if len(sample) > n_fit:
         sample = np.sort(np.random.default_rng(random_state).choice(sample, n_fit, replace=False))
-    scored = {s: np.flatnonzero(split == s) for s in ("val", "test")}
-    held = ids[np.concatenate([sample, scored["val"], scored["test"]])]  # the rows the ensemble needs
-    X, votes, column = np.empty((len(held), sum(dims)), np.float32), [], 0
-    for m, width in zip(members, dims):  # one set's held rows in memory at a time
-        emb = store.load(m.key, ids=held)
-        m.check(emb)
-        X[:, column:column + width] = emb.X[pd.Index(emb.frame["id"]).get_indexer(held)]
-        del emb
-        votes.append(m.p_fake(X[len(sample):, column:column + width]))
-        column += width
-    p, y = np.mean(votes, axis=0), labels[np.concatenate([scored["val"], scored["test"]])]
+    scored = np.concatenate([np.flatnonzero(split == s) for s in ("val", "test")])
+    n_val = int((split == "val").sum())
+    summary = None  # the out-of-domain summary, scored a set (a block of its columns) at a time
+    if domain_rate is not None and n_val:
+        summary = DomainModel.fit(_fused_rows(store, members, dims, ids[sample]), random_state=random_state)
+        blocks = BlockScores(summary.pipeline, len(scored))
+    votes, starts = [], np.cumsum([0, *dims])
+    for m, start, end in zip(members, starts, starts[1:]):  # one set's scored rows in memory at a time
+        X = _set_rows(store, m, ids[scored])
+        votes.append(m.p_fake(X))
+        if summary is not None:
+            blocks.add(X, slice(start, end))
+        del X
+    p, y = np.mean(votes, axis=0), labels[scored]
+    domain = summary.scores_of(blocks) if summary is not None else None
     keys = [m.key for m in members]
     sets = [{"key": m.key, "spec": m.backbone, "fingerprint": m.fingerprint, "identity": m.identity,
              "config": m.config.to_dict(), "dim": width} for m, width in zip(members, dims)]
@@ -93,17 +99,31 @@ def ensemble(models: list[str | Path | Detector], *, cache: str | Path | None = 
         **{k: training[k] for k in ("store", "dataset", "source", "split", "val_size", "test_size", "random_state")
            if k in training},
         "key": detector.key, "counts": split_counts(labels, split),
-        "n_features": int(X.shape[1]),
+        "n_features": int(sum(dims)),
         "fusion": {"mode": "stack", "sets": keys,
                    "dropped": {k: int((~h).sum()) for k, h in zip(keys, present) if (~h).any()}},
         "ensemble": [{"key": m.key, "head": m.head, "params": m.params, "threshold": m.threshold,
                       "val_accuracy": m.metrics.get("val", {}).get("accuracy")} for m in members],
     }
-    n_val = len(scored["val"])
-    settle(detector, X[len(sample):], y, p, {"val": slice(0, n_val), "test": slice(n_val, len(p))}, domain_rate,
-           lambda: DomainModel.fit(X[:len(sample)], random_state=random_state))
+    settle(detector, y, p, {"val": slice(0, n_val), "test": slice(n_val, len(p))}, domain_rate,
+           lambda: summary, lambda _, rows: domain[rows])
     detector.splits = members[0].splits[members[0].splits["id"].isin(ids)].reset_index(drop=True)
     return detector
+
+
+def _set_rows(store: Store, member: Detector, ids: pd.Index) -> np.ndarray:
+    """``member``'s embedding set's rows of ``ids``, in that order."""
+    emb = store.load(member.key, ids=ids)
+    member.check(emb)
+    return emb.X[pd.Index(emb.frame["id"]).get_indexer(ids)]
+
+
+def _fused_rows(store: Store, members: list[Detector], dims: list[int], ids: pd.Index) -> np.ndarray:
+    """The rows of ``ids`` with every member's set side by side (the fused model's columns)."""
+    X, starts = np.empty((len(ids), sum(dims)), np.float32), np.cumsum([0, *dims])
+    for m, start, end in zip(members, starts, starts[1:]):
+        X[:, start:end] = _set_rows(store, m, ids)
+    return X
 
 
 def _same_split(a: pd.DataFrame, b: pd.DataFrame) -> bool:

@@ -70,30 +70,33 @@ def train_detector(
                                        "dropped": emb.attrs.get("dropped", {})}
     if tuned := tuned_params(pipeline):
         detector.training["tuned"] = tuned
-    settle(detector, emb.X, y, p, rows, domain_rate,
-           lambda: DomainModel.fit(emb.X, rows["train"], random_state=random_state))
+    settle(detector, y, p, rows, domain_rate, lambda: DomainModel.fit(emb.X, rows["train"], random_state=random_state),
+           lambda summary, r: summary.score(emb.X[r]))
     labelled = (y >= 0) & (split != "")
     detector.splits = pd.DataFrame({"id": emb.frame["id"].to_numpy()[labelled], "split": split[labelled]})
     return detector
 
 
-def settle(detector: Detector, X: np.ndarray, y: np.ndarray, p: np.ndarray, rows: dict, domain_rate: float | None,
-           fit_domain: Callable[[], DomainModel]) -> None:
+def settle(detector: Detector, y: np.ndarray, p: np.ndarray, rows: dict, domain_rate: float | None,
+           fit_domain: Callable[[], DomainModel], domain_scores: Callable[[DomainModel, object], np.ndarray]) -> None:
     """Give a fitted ``detector`` its threshold (chosen on the val rows), its out-of-domain summary
     (``fit_domain()``, calibrated on val to keep ``domain_rate`` in; None: none) and the metrics of the
-    val and test rows. ``X``, ``y``, ``p`` (P(fake)) are aligned; ``rows[split]``: an index array or slice."""
+    val and test rows. ``y``, ``p`` (P(fake)) are aligned; ``rows[split]``: an index array or slice of
+    them; ``domain_scores(summary, rows[split])``: those rows' domain scores."""
     val = rows["val"]
     both = len(np.unique(y[val])) == 2
     if both:
         detector.threshold = choose_threshold(y[val], p[val])
     detector.training["threshold_from"] = "val" if both else "default 0.5"
     if domain_rate is not None and len(y[val]):
-        detector.domain = fit_domain().calibrate(X[val], domain_rate)
+        summary = fit_domain()
+        detector.domain = summary.calibrate_scores(domain_scores(summary, val), domain_rate)
     for s in ("val", "test"):
         if len(y[rows[s]]):
             detector.metrics[s] = binary_metrics(y[rows[s]], p[rows[s]], detector.threshold)
             if detector.domain is not None:
-                detector.metrics[s]["out_of_domain"] = float(detector.domain.flag(X[rows[s]]).mean())
+                flagged = domain_scores(detector.domain, rows[s]) > detector.domain.threshold
+                detector.metrics[s]["out_of_domain"] = float(flagged.mean())
 
 
 def weight_kwargs(pipeline, head: str, sample_weight: np.ndarray | None, n: int) -> dict:

@@ -97,3 +97,30 @@ def test_scores_are_the_pipelines_statistics_and_fitting_leaves_the_rows_untouch
     expected = ((z ** 2).mean(axis=1) / model.t2_scale + np.maximum(residual, 0) / model.q_scale) / 2
     np.testing.assert_allclose(model.score(held), expected, rtol=1e-9)
     assert model.score(train).mean() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_scores_added_a_block_of_columns_at_a_time_equal_the_whole_rows(monkeypatch):
+    rng = np.random.default_rng(4)
+    model = DomainModel.fit(_domain(600, rng), n_components=5).calibrate(_domain(200, rng))
+    X = np.concatenate([_domain(300, rng), rng.normal(size=(50, 40))])  # in and out of domain
+    monkeypatch.setattr(domain, "SCORE_BYTES", 8 * 40 * 64)  # a few dozen rows at a time
+    blocks = domain.BlockScores(model.pipeline, len(X))
+    for columns in (slice(25, 40), slice(0, 7), slice(7, 25)):  # a fused model's sets, in any order
+        blocks.add(X[:, columns], columns)
+    np.testing.assert_allclose(model.scores_of(blocks), model.score(X), rtol=1e-9)
+    np.testing.assert_array_equal(model.scores_of(blocks) > model.threshold, model.flag(X))
+    with pytest.raises(ValueError, match="block of 7 columns for 8"):
+        blocks.add(X[:, :7], slice(0, 8))
+
+
+def test_rows_inside_the_subspace_do_not_turn_rounding_into_scores():
+    """Rows of exactly rank 5 summarised by 5 components: Q is rounding only (1e-16 of the squared norm);
+    a floor on its scale keeps the order of summation (whole rows or a block of columns at a time) from
+    moving the scores."""
+    rng = np.random.default_rng(5)
+    basis = rng.normal(size=(5, 40))
+    train, X = rng.normal(size=(300, 5)) @ basis, rng.normal(size=(100, 5)) @ basis
+    model = DomainModel.fit(train, n_components=5)
+    blocks = domain.BlockScores(model.pipeline, len(X)).add(X[:, 20:], slice(20, 40)).add(X[:, :20], slice(0, 20))
+    np.testing.assert_allclose(model.scores_of(blocks), model.score(X), rtol=1e-6)
+    assert model.score(train).mean() == pytest.approx(0.5, rel=1e-6)  # the T^2 half; Q adds nothing
