@@ -337,6 +337,9 @@ def model_result(detector, evaluation, own: bool = False) -> ModelResult:
         "evaluated on": f"{evaluation.name}" + (f" ({evaluation.excluded} images seen in training left out)"
                                                 if evaluation.excluded else ""),
     }
+    if detector.fused:
+        mode, members = training.get("fusion", {}).get("mode", ""), len(detector.sets)
+        details["fusion"] = f"{mode} of {members} sets" + (" (fakedet ensemble)" if training.get("ensemble") else "")
     return ModelResult(name=evaluation.name, threshold=detector.threshold, predictions=evaluation.predictions,
                        metrics=metrics, details=details)
 

@@ -18,7 +18,7 @@ from .fusion import FUSIONS, load_sets, resolve_sets
 from .heads import HEADS, get_head
 from .metrics import binary_metrics
 from .perturb import augmentations
-from .scoring import evaluate, model_set, model_store, training_stores
+from .scoring import evaluate, missing_sets, model_set, model_store, training_stores
 from .splits import assign_splits
 from .store import Store, StoreError
 from .training import cross_validate, split_counts, train_detector
@@ -200,8 +200,9 @@ def report(
     """Write the HTML report of ``data`` (see ``find_store``; default: the model's training data or the
     only cache), embedding set ``backbone`` (default: the model's, or the only set), with an evaluation
     of ``model`` (folder or name under <cache>/models) on ``split`` (default: its test split, else val;
-    all images of another dataset). ``out``: .html file or folder. A set still missing images of its table
-    is refused unless ``allow_partial``. Returns the file written."""
+    all images of another dataset). A fused model is scored on all its sets and the page projects one
+    (``backbone``, default its first). ``out``: .html file or folder. A set still missing images of its
+    table is refused unless ``allow_partial``. Returns the file written."""
     from .project import ProjectionParams
     from .report import model_result, write_report
 
@@ -212,19 +213,20 @@ def report(
     else:
         directory = find_model(model, cache)
         detector, name = Detector.load(directory), directory.name
-        if detector.fused:
-            raise ValueError(f"{name} is a fused model ({detector.key}): fused models are not supported by report "
-                             "yet; score it with `fakedet evaluate`")
         store = model_store(detector, data, cache)
-        key = store.resolve_key(backbone) if backbone else model_set(store, detector)
-        if key is None:
-            raise ValueError(f"{store.path} holds no embeddings of the model's backbone; extract them with:\n  "
-                             + detector.extract_command())
-        store.require_complete(key, allow_partial)  # before the evaluation
+        read = model_set(store, detector)  # the set(s) the model reads
+        if read is None:
+            raise ValueError(f"{store.path} lacks embeddings the model reads; extract them with:\n  "
+                             + detector.extract_command(missing=missing_sets(store, detector)))
+        key = store.resolve_key(backbone) if backbone else read.split("+")[0]  # the set the page projects
+        scored = read.split("+") if detector.fused else [key]
+        for k in dict.fromkeys([key, *scored]):
+            store.require_complete(k, allow_partial)  # before the evaluation
         own = store.path.resolve() in training_stores(detector)
         if split is None and own:
             split = "test" if "test" in detector.metrics else "val"
-        result = model_result(detector, evaluate(detector, store.path, split=split, key=key), own)
+        evaluation = evaluate(detector, store.path, split=split, key=scored if detector.fused else key)
+        result = model_result(detector, evaluation, own)
     return write_report(store, key, model=result, model_name=name, out=out,
                         projection=projection or ProjectionParams(), n_jobs=n_jobs, command=command,
                         n_mistakes=n_mistakes, allow_partial=allow_partial)

@@ -259,5 +259,13 @@ def test_fused_model_refusals_name_the_missing_extract(sets, tmp_path):
                                                                                       detector.members]
     with pytest.raises(ValueError, match="--augment works with one embedding set"):
         fit(data, [first, second], cache=cache, augment=["jpeg:q=30-95"])
-    report = CliRunner().invoke(cli, ["report", "-m", str(detector.save(tmp_path / "m")), "--cache", str(cache)])
-    assert report.exit_code == 2 and "not supported by report" in report.output
+    page = tmp_path / "report.html"  # the page projects the first set and scores the model on both
+    report = CliRunner().invoke(cli, ["report", "-m", str(detector.save(tmp_path / "m")), "--cache", str(cache),
+                                      "--method", "pca", "--out", str(page)])
+    assert report.exit_code == 0, report.output
+    text = page.read_text()
+    assert f"set <code>{first}</code>" in text and "concat of 2 sets" in text and f"{first}+{second}" in text
+    scored = evaluate(detector, split="test").metrics  # the model's test split, all its sets read
+    assert f"{scored['n']} labelled images" in text and f"{100 * scored['out_of_domain']:.2f}%" in text
+    refused = CliRunner().invoke(cli, ["report", "-m", str(tmp_path / "m"), "--data", str(only_first)])
+    assert refused.exit_code == 2 and "--resize resize:32" in refused.output and "resize:64" not in refused.output
