@@ -10,7 +10,8 @@ change the numbers and stays in the fingerprint; ``auto`` may pick it only when 
 asked for is ``auto`` too.
 
 ``auto`` times a few batches of each candidate (torch at each precision, onnx at fp32) at the
-real input size and batch size, and caches the rates per machine and backbone in
+real input size and batch size, taking turns and keeping each one's fastest batch
+(``timing.fastest_rates``: other work on the machine only slows a batch down), and caches the rates per machine and backbone in
 ``<cache folder>/runtimes.json`` (shown by ``fakedet info --runtimes``). ``compile`` is not a
 candidate: compiling takes about a minute per process on a 2-core CPU, more than it saves on
 most runs; ask for it by name.
@@ -23,7 +24,7 @@ import json
 import os
 import platform
 import shutil
-import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,7 @@ from .backbone_config import BackboneError
 from .backbones import Backbone
 from .devices import resolve_precision
 from .onnx_runtime import ExportError, load_onnx, onnx_available, require_onnx
+from .timing import fastest_rates
 
 RUNTIMES = ("auto", "torch", "compile", "onnx")
 MEASURE_FILE = "runtimes.json"
@@ -194,40 +196,38 @@ def cached_rates(path: Path, key: str, labels: list[str], measure_now: Callable[
 
 def measure(backbone: Backbone, pairs: list[tuple[str, str]], batch_size: int, folder: Path,
             batches: int = 3, seconds: float = 3.0) -> dict[str, float]:
-    """Images per second of the bare forward pass for each (runtime, precision), same random batch.
-
-    One warm-up batch, then up to ``batches`` timed ones (stopping after ``seconds``). A
-    candidate whose warm-up alone is 3x slower than the best rate so far is not timed further
-    (its warm-up rate is kept); one that cannot run here gets rate 0.
-    """
+    """Images per second of the bare forward pass for each (runtime, precision), same random batch:
+    ``timing.fastest_rates`` (a warm-up each, then up to ``batches`` turns, each rated by its fastest
+    batch). One that cannot run here gets rate 0 and says why in ``backbone.runtime_reason``."""
     size = backbone.preprocess.size
     batch = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
     saved = backbone.precision, backbone.runner
     rates: dict[str, float] = {}
+    calls = {}
+
+    def failed(label: str, err: Exception) -> None:
+        rates[label] = 0.0
+        backbone.runtime_reason = f"{label} cannot run: {err}"
+
+    for runtime, precision in pairs:
+        label = f"{runtime}/{precision}"
+        backbone.precision = precision
+        try:
+            runner = load_onnx(backbone, folder) if runtime == "onnx" else None
+        except RuntimeError as err:  # ExportError, or a runtime that cannot run this model here
+            failed(label, err)
+            continue
+        calls[label] = partial(_embed_with, backbone, precision, runner, batch)
     try:
-        for runtime, precision in pairs:
-            backbone.precision, backbone.runner = precision, None
-            try:
-                if runtime == "onnx":
-                    backbone.runner = load_onnx(backbone, folder)
-                start = time.perf_counter()
-                backbone.embed(batch)
-                warm = time.perf_counter() - start
-                best = max(rates.values(), default=0.0)
-                if best and batch_size / warm < best / 3:
-                    rates[f"{runtime}/{precision}"] = batch_size / warm
-                    continue
-                start, n = time.perf_counter(), 0
-                while n < batches and (n == 0 or time.perf_counter() - start < seconds):
-                    backbone.embed(batch)
-                    n += 1
-                rates[f"{runtime}/{precision}"] = n * batch_size / (time.perf_counter() - start)
-            except RuntimeError as err:  # ExportError, or a runtime that cannot run this model here
-                rates[f"{runtime}/{precision}"] = 0.0
-                backbone.runtime_reason = f"{runtime}/{precision} cannot run: {err}"
+        rates.update(fastest_rates(calls, batch_size, rounds=batches, seconds=seconds, failed=failed))
     finally:
         backbone.precision, backbone.runner = saved
-    return rates
+    return {f"{r}/{p}": rates[f"{r}/{p}"] for r, p in pairs}
+
+
+def _embed_with(backbone: Backbone, precision: str, runner, batch: torch.Tensor) -> None:
+    backbone.precision, backbone.runner = precision, runner
+    backbone.embed(batch)
 
 
 def _read(path: Path) -> dict:
