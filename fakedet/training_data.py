@@ -10,7 +10,8 @@ plus augmented copies of the training images, embedded once through the cache.
   sets with the fingerprints of the first dataset's, aligned by content id within each dataset.
 * Augmentation: each ``Augmentation`` copy of the **training** images is extracted into its own
   set ``<key>+aug-...-c<k>`` of the dataset's store (resumable, failures recorded, reused by any
-  later fit with the same spec). Copies only ever join the training rows: val and test stay clean.
+  later fit with the same spec; a fused fit's copies in each of its sets, then fused). Copies only
+  ever join the training rows: val and test stay clean.
 * ``source_weights``: per-row weights giving every source the same total weight.
 """
 from __future__ import annotations
@@ -103,19 +104,14 @@ def add_augmented(data: TrainingData, copies: list[Augmentation], *, device: str
                   runtime: str | None = None, batch_size: int = 64, workers: int | None = None, progress: bool = False,
                   cache: str | Path | None = None) -> TrainingData:
     """Embed (or read from the cache) every augmented copy of the training images, with engine ``runtime``
-    (see ``fakedet.runtimes``); sets ``data.extra``."""
+    (see ``fakedet.runtimes``); sets ``data.extra``. A fused fit's copies are embedded by each set's
+    backbone (one backbone at a time; an image's copy gets the same perturbation in every set) and fused
+    like its clean rows."""
     from .backbones import create_backbone
     from .extract import extract
 
-    if "sets" in data.emb.attrs:
-        raise ValueError("--augment works with one embedding set; a fused fit (several sets) cannot add "
-                         "augmented copies yet: fit without --augment, or on one set")
-    backbone = create_backbone(BackboneConfig.from_set_attrs(data.emb.attrs), device=device, cache=cache)
-    if backbone.fingerprint != data.emb.fingerprint:
-        raise ModelMismatch(f"re-created backbone of {data.emb.key} has fingerprint {backbone.fingerprint[:12]}, "
-                            f"the embeddings {data.emb.fingerprint[:12]}: pass the original weights")
     train = data.emb.frame[(data.split == "train") & (data.emb.y >= 0)]
-    X, y, sources, keys = [], [], [], []
+    frames = {}  # store -> (source, training ids, their image rows)
     for store in data.stores:
         source = store.attrs()["source"]
         if not is_dataset(source):
@@ -123,17 +119,26 @@ def add_augmented(data: TrainingData, copies: list[Augmentation], *, device: str
                                     "augmented copies need the original files")
         ids = train.loc[train["source"] == store.path.stem, "id"]
         images = per_id(store.images())
-        frame = images[images["id"].isin(ids)].drop(columns=["n_copies", "label_conflict"])
-        for augmentation in copies:
-            result = extract(source, backbone, cache=store.path, frame=frame, perturb=augmentation,
-                             runtime=runtime, batch_size=batch_size, workers=workers, progress=progress)
-            emb = store.load(result.key)
-            emb.frame = emb.frame[emb.frame["id"].isin(ids)]
-            keep = emb.frame.index.to_numpy()
-            X.append(emb.X[keep])
-            y.append(emb.frame["label"].to_numpy())
-            sources.append(np.full(len(keep), store.path.stem, dtype=object))
-            keys.append(result.key)
+        frames[store] = (source, ids, images[images["id"].isin(ids)].drop(columns=["n_copies", "label_conflict"]))
+    made: dict[tuple, list[str]] = {}  # (store, copy) -> the copy's key in each set
+    for member in members(data.emb):
+        backbone = create_backbone(BackboneConfig.from_dict(member["config"]), device=device, cache=cache)
+        if backbone.fingerprint != member["fingerprint"]:
+            raise ModelMismatch(f"re-created backbone of {member['key']} has fingerprint {backbone.fingerprint[:12]}, "
+                                f"the embeddings {member['fingerprint'][:12]}: pass the original weights")
+        for store, (source, _, frame) in frames.items():
+            for i, augmentation in enumerate(copies):
+                result = extract(source, backbone, cache=store.path, frame=frame, perturb=augmentation,
+                                 runtime=runtime, batch_size=batch_size, workers=workers, progress=progress)
+                made.setdefault((store, i), []).append(result.key)
+        del backbone
+    X, y, sources, keys = [], [], [], []
+    for (store, _), set_keys in made.items():
+        emb = load_sets(store, set_keys, ids=frames[store][1])
+        X.append(emb.X)
+        y.append(emb.frame["label"].to_numpy())
+        sources.append(np.full(len(emb.frame), store.path.stem, dtype=object))
+        keys.append(emb.key)
     data.extra = (np.concatenate(X), np.concatenate(y), np.concatenate(sources))
     data.augment = {"specs": [a.name for a in copies[0].augments], "pick": copies[0].pick, "copies": len(copies),
                     "seed": copies[0].seed, "sets": keys, "rows": int(len(data.extra[1]))}

@@ -20,6 +20,7 @@ from fakedet.cli import cli
 from fakedet.detector import Detector, ModelMismatch
 from fakedet.extract import extract
 from fakedet.fusion import fuse, load_sets, resolve_sets
+from fakedet.perturb import augmentations
 from fakedet.robustness import assess
 from fakedet.scoring import backbone_for, evaluate, model_store, predict
 from fakedet.store import Store, StoreError
@@ -236,6 +237,26 @@ def test_evaluate_perturb_on_a_fused_model_perturbs_every_set(sets, tmp_path):
     assert table["accuracy"].tolist() == [clean.metrics["accuracy"], blurred.metrics["accuracy"]]
 
 
+def test_augmented_copies_of_a_fused_fit_are_made_by_every_set_and_fused(sets):
+    root, data, cache, first, second = sets
+    specs = ["blur:sigma=0-2", "jpeg:q=30-95"]
+    detector = fit(data, [first, second], cache=cache, augment=specs, copies=2, fusion="stack", device="cpu",
+                   workers=0)
+    augment, names = detector.training["augment"], [a.name for a in augmentations(specs, 2)]
+    assert augment["sets"] == [f"{first}+{n}+{second}+{n}" for n in names]   # each copy fused from both sets
+    n_train = sum(detector.training["counts"]["train"].values())
+    assert augment["rows"] == 2 * n_train
+    store = model_store(detector, cache=cache)
+    train_ids = set(detector.splits.loc[detector.splits["split"] == "train", "id"])
+    for key in (f"{first}+{names[0]}", f"{second}+{names[0]}"):                 # made by each set's backbone
+        assert set(store.load(key).frame["id"]) == train_ids
+    fused = load_sets(store, [f"{first}+{names[0]}", f"{second}+{names[0]}"])
+    clean = load_sets(store, [first, second], ids=fused.frame["id"])
+    assert fused.X.shape == clean.X.shape and np.abs(fused.X - clean.X).max() > 1e-3
+    plain = fit(data, [first, second], cache=cache, fusion="stack")
+    assert detector.metrics["val"]["n"] == plain.metrics["val"]["n"]             # val and test stay clean
+
+
 def test_fused_model_refusals_name_the_missing_extract(sets, tmp_path):
     root, data, cache, first, second = sets
     other = write_tree(tmp_path / "fresh", layout_files({"REAL": 2, "FAKE": 2}))
@@ -257,8 +278,6 @@ def test_fused_model_refusals_name_the_missing_extract(sets, tmp_path):
     assert not [k for k in model_store(broken, cache=cache).embedding_sets()["key"] if k.endswith("+jpeg-q75")]
     assert [b.fingerprint for b in backbone_for(detector, device="cpu").backbones] == [m.fingerprint for m in
                                                                                       detector.members]
-    with pytest.raises(ValueError, match="--augment works with one embedding set"):
-        fit(data, [first, second], cache=cache, augment=["jpeg:q=30-95"])
     page = tmp_path / "report.html"  # the page projects the first set and scores the model on both
     report = CliRunner().invoke(cli, ["report", "-m", str(detector.save(tmp_path / "m")), "--cache", str(cache),
                                       "--method", "pca", "--out", str(page)])
