@@ -11,10 +11,10 @@ asked for is ``auto`` too.
 
 ``auto`` times a few batches of each candidate (torch at each precision, onnx at fp32) at the
 real input size and batch size, taking turns and keeping each one's fastest batch
-(``timing.fastest_rates``: other work on the machine only slows a batch down), and caches the rates per machine and backbone in
-``<cache folder>/runtimes.json`` (shown by ``fakedet info --runtimes``). ``compile`` is not a
-candidate: compiling takes about a minute per process on a 2-core CPU, more than it saves on
-most runs; ask for it by name.
+(``timing.fastest_rates``: other work on the machine only slows a batch down), and caches the
+rates per machine and backbone in ``<cache folder>/runtimes.json`` (shown by ``fakedet info
+--runtimes``). ``compile`` is not a candidate: compiling takes about a minute per process on a
+2-core CPU, more than it saves on most runs; ask for it by name.
 """
 from __future__ import annotations
 

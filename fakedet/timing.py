@@ -1,8 +1,8 @@
 """Timing candidates against each other on a machine that other work shares.
 
-``fastest_rates`` is how ``runtimes`` (inference engines) and ``train_speed`` (training steps)
-choose by measuring: every candidate is warmed up once, then the candidates take turns, one call
-each per round, and each is rated by its fastest call. Other work on the machine only ever slows a
+``fastest_rates`` is how ``runtimes`` chooses an inference engine by measuring: every candidate is
+warmed up once, then the candidates take turns, one call each per round, and each is rated by its
+fastest call. Other work on the machine only ever slows a
 call down, so the fastest call is the least disturbed one, and taking turns puts every candidate
 under the same drift in load instead of giving one the quiet minute and another the busy one.
 Torch-free.
@@ -22,8 +22,8 @@ def fastest_rates(calls: dict[str, Callable[[], object]], items: int, *, rounds:
     """Items per second of each of ``calls`` (label -> a call that processes ``items`` items).
 
     One warm-up call each (a candidate whose warm-up is ``SLOW`` times slower than the best one keeps
-    its warm-up rate), then up to ``rounds`` rounds of one call per remaining candidate, stopping early once the
-    timed rounds have taken ``seconds`` per candidate. A call raising one of ``errors`` rates its
+    its warm-up rate), then up to ``rounds`` rounds of one call per remaining candidate, stopping early
+    once the timed rounds have taken ``seconds`` per candidate. A call raising one of ``errors`` rates its
     candidate 0 (``failed(label, error)`` is told) and drops it."""
     def run(label: str) -> float | None:  # seconds of one call, None when it failed
         try:
