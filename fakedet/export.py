@@ -5,9 +5,10 @@ and cropped by the model's preprocessing (``Backbone.preprocess``, S = its size)
 255; mean/std normalisation is inside the graph. Its output ``p_fake`` (B,) is P(fake), to
 compare with the threshold stored in the graph's metadata (``threshold``). A stacked fused model
 (``fit --fusion stack``, ``fakedet ensemble``) is one graph of every set's backbone and head whose
-``p_fake`` is the mean of theirs, with one input per distinct geometry (``images_0``, ``images_1``,
-...: the metadata's ``inputs`` gives each one's size and resampling). Heads without a torch form
-(``torch_head.NotExpressible``) and ``--fusion concat`` models are refused with the reason.
+``p_fake`` is the mean of theirs, a concatenated one (``--fusion concat``) one graph of every set's
+backbone and preprocessing side by side and its one head; either has one input per distinct geometry
+(``images_0``, ``images_1``, ...: the metadata's ``inputs`` gives each one's size and resampling).
+Heads without a torch form (``torch_head.NotExpressible``) are refused with the reason.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from torch import nn
 from .image_input import Preprocess
 from .onnx_runtime import OPSET, require_onnx, write_onnx
 from .scoring import backbone_for, set_models
-from .torch_head import MeanModule, detector_module, torch_head
+from .torch_head import ConcatModule, MeanModule, concat_head, detector_module, torch_head
 
 FORMATS = ("onnx",)
 
@@ -32,9 +33,8 @@ def export_onnx(detector, out: str | Path, backbone=None, *, opset: int = OPSET)
     """Write ``detector`` as an ONNX file at ``out``; returns the path.
 
     ``backbone``: the model's re-created backbone (default: ``backbone_for(detector, device='cpu')``).
-    Raises ``NotExpressible`` for heads without a torch form and ValueError for a ``--fusion concat``
-    model, before building the backbone, and ``BackboneError`` with the install command without the
-    onnx extra.
+    Raises ``NotExpressible`` for heads without a torch form, before building the backbone, and
+    ``BackboneError`` with the install command without the onnx extra.
     """
     require_onnx("fakedet export")
     check_exportable(detector)
@@ -50,7 +50,10 @@ def export_onnx(detector, out: str | Path, backbone=None, *, opset: int = OPSET)
 
 
 def check_exportable(detector) -> None:
-    """Refuse, before any backbone is built, a model that has no single graph (see module docstring)."""
+    """Refuse, before any backbone is built, a model whose head has no torch form (see module docstring)."""
+    if _concatenated(detector):
+        concat_head(detector.pipeline)
+        return
     for model in set_models(detector, "exports"):
         torch_head(model.pipeline)
 
@@ -68,8 +71,12 @@ def onnx_inputs(detector, backbone) -> tuple[dict[str, Preprocess], list[int]]:
 def deployment(detector, backbone) -> tuple[nn.Module, dict[str, Preprocess]]:
     """The fp32 torch module of the exported graph and its inputs (see ``onnx_inputs``)."""
     inputs, slots = onnx_inputs(detector, backbone)
-    modules = [detector_module(m, b) for m, b in zip(set_models(detector, "exports"), _parts(detector, backbone))]
-    module = MeanModule(modules, slots) if detector.fused else modules[0]
+    parts = _parts(detector, backbone)
+    if _concatenated(detector):
+        module = ConcatModule([b.model for b in parts], *concat_head(detector.pipeline), slots)
+    else:
+        modules = [detector_module(m, b) for m, b in zip(set_models(detector, "exports"), parts)]
+        module = MeanModule(modules, slots) if detector.fused else modules[0]
     return module.cpu().float().to(memory_format=torch.contiguous_format).eval(), inputs
 
 
@@ -88,6 +95,11 @@ def describe_inputs(inputs: dict[str, Preprocess]) -> str:
 def preprocessed_batch(preprocess: Preprocess, images: list[Image.Image]) -> np.ndarray:
     """An ONNX input for PIL images: ``preprocess``'s geometry, float32 in [0, 1]."""
     return np.stack([preprocess(image).numpy() for image in images]).astype(np.float32) / 255
+
+
+def _concatenated(detector) -> bool:
+    """A ``--fusion concat`` model: one head over every set's columns (a stacked one has voters)."""
+    return detector.fused and not detector.voters()
 
 
 def _parts(detector, backbone) -> list:

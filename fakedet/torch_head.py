@@ -6,8 +6,10 @@ steps ``l2`` (Normalizer), ``standard`` (StandardScaler) and ``pca`` (PCA) and t
 calibration folds, as scikit-learn averages them) and ``mlp`` (MLPClassifier). The module
 returns P(fake) per row; ``score=True`` returns its logit (the fake score Grad-CAM follows).
 Other heads (kNN, RBF SVM, nearest centroid) are not smooth functions of the embedding in a
-form worth exporting; ``NotExpressible`` says why. Used by ``explain`` (gradients) and
-``export`` (ONNX); heads.py itself stays free of torch.
+form worth exporting; ``NotExpressible`` says why. Fused models: ``MeanModule`` (stacked, the mean
+of each set's ``DetectorModule``) and ``ConcatModule`` (``concat_head``: each set's preprocessing,
+then one head). Used by ``explain`` (gradients) and ``export`` (ONNX); heads.py itself stays free
+of torch.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import LinearSVC
 from torch import nn
+
+from .fusion import ColumnBlock
 
 REASONS = {
     "KNeighborsClassifier": "a k-nearest-neighbour vote is a lookup over the training embeddings, not a "
@@ -159,16 +163,7 @@ def torch_head(pipeline: Pipeline) -> TorchHead:
     *pre, (_, last) = pipeline.steps
     if list(getattr(last, "classes_", [])) != [0, 1]:
         raise NotExpressible("only heads with classes [0 (real), 1 (fake)] are re-expressed")
-    steps = []
-    for name, step in pre:
-        if isinstance(step, Normalizer) and step.norm == "l2":
-            steps.append(L2())
-        elif isinstance(step, StandardScaler):
-            steps.append(Standard(step))
-        elif isinstance(step, PCA):
-            steps.append(_pca(step))
-        else:
-            raise NotExpressible(REASONS.get(type(step).__name__, f"preprocessing step {name!r} is not re-expressed"))
+    steps = _preprocessing(pre)
     if isinstance(last, CalibratedClassifierCV):
         return TorchHead(steps, SigmoidCalibrated(last), outputs_probability=True).eval()
     if isinstance(last, MLPClassifier):
@@ -176,6 +171,30 @@ def torch_head(pipeline: Pipeline) -> TorchHead:
             raise NotExpressible("only binary MLP heads are re-expressed")
         return TorchHead(steps, Mlp(last), outputs_probability=False).eval()
     return TorchHead(steps, _decision(last), outputs_probability=False).eval()
+
+
+def _preprocessing(steps: list[tuple[str, object]]) -> list[nn.Module]:
+    modules = []
+    for name, step in steps:
+        if isinstance(step, Normalizer) and step.norm == "l2":
+            modules.append(L2())
+        elif isinstance(step, StandardScaler):
+            modules.append(Standard(step))
+        elif isinstance(step, PCA):
+            modules.append(_pca(step))
+        else:
+            raise NotExpressible(REASONS.get(type(step).__name__, f"preprocessing step {name!r} is not re-expressed"))
+    return modules
+
+
+def concat_head(pipeline: Pipeline) -> tuple[list[nn.Module], TorchHead]:
+    """A ``--fusion concat`` model's fitted pipeline (``fusion.head_pipeline``: a ``FeatureUnion`` of each
+    set's column block and preprocessing, then one head) as each set's preprocessing module, in the
+    model's set order, and the ``TorchHead`` over their concatenation."""
+    (_, union), *rest = pipeline.steps
+    blocks = [nn.Sequential(*_preprocessing([s for s in part.steps if not isinstance(s[1], ColumnBlock)]))
+              for _, part in union.transformer_list]
+    return blocks, torch_head(Pipeline(rest))
 
 
 class DetectorModule(nn.Module):
@@ -195,6 +214,20 @@ class DetectorModule(nn.Module):
 def detector_module(detector, backbone, score: bool = False) -> DetectorModule:
     """``DetectorModule`` of a fakedet ``Detector`` and its re-created ``Backbone`` (fp32, eval)."""
     return DetectorModule(backbone.model, torch_head(detector.pipeline), score).to(backbone.device).eval()
+
+
+class ConcatModule(nn.Module):
+    """A ``--fusion concat`` model as one module: each set's backbone features (on input ``slots[i]``)
+    through its own preprocessing, side by side, then the one head -> P(fake)."""
+
+    def __init__(self, features: list[nn.Module], blocks: list[nn.Module], head: TorchHead, slots: list[int]):
+        super().__init__()
+        self.features, self.blocks, self.head = nn.ModuleList(features), nn.ModuleList(blocks), head
+        self.slots = slots
+
+    def forward(self, *inputs):
+        return self.head(torch.cat([block(features(inputs[slot])) for features, block, slot
+                                    in zip(self.features, self.blocks, self.slots)], dim=1))
 
 
 class MeanModule(nn.Module):

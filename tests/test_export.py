@@ -14,6 +14,7 @@ from fakedet.cli import cli
 from fakedet.export import export_onnx, onnx_parity, preprocessed_batch, probe_images
 from fakedet.heads import make_head
 from fakedet.torch_head import NotExpressible, detector_module, torch_head
+from fakedet.workflow import fit
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +125,24 @@ def test_a_stacked_fused_model_is_one_graph_with_an_input_per_geometry(tmp_path)
     assert "parity on 4 generated images" in result.output
 
 
-def test_a_concatenated_fused_model_is_refused_before_any_backbone_is_built(tmp_path, monkeypatch):
+def test_a_concatenated_fused_model_is_one_graph_of_every_backbone_and_its_one_head(tmp_path, monkeypatch):
+    import onnx
+    import onnxruntime as ort
+
     from fakedet import scoring
 
-    concat = fused(tmp_path, "concat", sizes=("64", "48"))
+    model = fused(tmp_path, "concat", sizes=("64", "48"), head="mlp")  # a per-set standard step, then one head
+    detector, backbone = model.detector, model.backbone
+    path = export_onnx(detector, tmp_path / "concat.onnx", backbone)
+    assert [i.name for i in onnx.load(str(path)).graph.input] == ["images_0", "images_1"]
+    images = probe_images(12)
+    feeds = {f"images_{i}": preprocessed_batch(part.preprocess, images) for i, part in enumerate(backbone.backbones)}
+    p_onnx = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["p_fake"], feeds)[0]
+    p_model = detector.p_fake(backbone.embed_images(images))  # one head over both sets' columns
+    assert np.abs(p_onnx - p_model).max() <= 1e-4 and len(set(np.round(p_model, 3))) > 1
+
+    knn = fit(model.data, detector.key.split("+"), "knn", fusion="concat", cache=model.cache)
     monkeypatch.setattr(scoring, "member_backbone", lambda *a, **k: pytest.fail("built a backbone"))
-    result = CliRunner().invoke(cli, ["export", str(concat.detector.save(tmp_path / "m")), "--out",
-                                      str(tmp_path / "m.onnx"), "--cache", str(concat.cache)])
-    assert result.exit_code == 2 and "exports of a model fit with --fusion concat are not supported" in result.output
-    assert "fakedet ensemble" in result.output and not (tmp_path / "m.onnx").exists()
+    result = CliRunner().invoke(cli, ["export", str(knn.save(tmp_path / "knn")), "--out", str(tmp_path / "knn.onnx"),
+                                      "--cache", str(model.cache)])
+    assert result.exit_code == 2 and "nearest-neighbour" in result.output and not (tmp_path / "knn.onnx").exists()
