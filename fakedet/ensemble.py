@@ -1,7 +1,8 @@
 """Soft-voting ensembles of saved models: one model from several, without refitting any of them.
 
-``ensemble([m1, m2, ...])`` takes single-set models fit on the same data with the same split (each on
-its own embedding set: several backbones, or one backbone at several settings) and returns one fused
+``ensemble([m1, m2, ...])`` takes single-set models fit on the same data with the same split (several
+backbones, one backbone at several settings, or several heads on one set, which the model then reads
+once per member) and returns one fused
 model whose P(fake) is the mean of theirs: the model ``fit --fusion stack`` would make, but with each
 head fitted on its own. A stacked fit holds every set's rows at once and, on all of CIFAKE with two or
 three every-block sets, needs more than 24 GiB; here only the validation and test rows and a sample of
@@ -17,6 +18,7 @@ Torch-free.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +54,10 @@ def load_members(models: list[str | Path | Detector], cache: str | Path | None =
             raise ValueError(f"{name} was fit on another split than model 1: fit every member with the same --data, "
                              "--val-size, --test-size and --seed, so that none has trained on the others' "
                              "validation images")
-    keys = [m.key for m in members]
-    if len(set(keys)) < len(keys):
-        raise ValueError(f"two models read the same embedding set ({keys}); an ensemble takes one model per set")
+    fits = [(m.key, m.head, json.dumps(m.params, sort_keys=True, default=str)) for m in members]
+    if len(set(fits)) < len(fits):
+        raise ValueError("two of the models are the same fit (same embedding set, head and parameters); "
+                         "give each model once")
     return members
 
 

@@ -59,8 +59,9 @@ def column_blocks(dims: list[int]) -> list[ColumnBlock]:
     return [ColumnBlock(start, stop) for start, stop in zip(edges, edges[1:])]
 
 
-def resolve_sets(store: Store, names: list[str]) -> list[str]:
-    """Keys of the sets ``names`` name (each one set, or sets joined with ``+``), in order, each once."""
+def resolve_sets(store: Store, names: list[str], once: bool = True) -> list[str]:
+    """Keys of the sets ``names`` name (each one set, or sets joined with ``+``), in order, each once
+    (``once=False``: as often as named, as a model whose members share a set reads them)."""
     keys: list[str] = []
     for name in names:
         try:
@@ -72,7 +73,7 @@ def resolve_sets(store: Store, names: list[str]) -> list[str]:
             if not all(p.strip() for p in parts):
                 raise ValueError(f"{name!r}: name fused sets as A+B, each part a backbone spec, key or key prefix")
             keys += [store.resolve_key(p.strip()) for p in parts]
-    return list(dict.fromkeys(keys))
+    return list(dict.fromkeys(keys)) if once else keys
 
 
 def members(emb: Embeddings) -> list[dict]:
@@ -123,8 +124,8 @@ def load_sets(store: Store, name: str | list[str], allow_partial: bool = True, i
     e.g. the perturbed sets ``A+jpeg-q75`` of each part), fused when it names several, reading one set at
     a time; a set still missing images of its table is refused unless ``allow_partial``. ``ids``: only
     the rows of these content ids (e.g. one split's), the others never read."""
-    keys = resolve_sets(store, [name] if isinstance(name, str) else list(name))
-    for key in keys:
+    keys = resolve_sets(store, [name] if isinstance(name, str) else list(name), once=False)
+    for key in dict.fromkeys(keys):
         store.require_complete(key, allow_partial)
     if len(keys) == 1:
         return store.load(keys[0], ids=ids)
