@@ -2,9 +2,8 @@
 
 ``ensemble([m1, m2, ...])`` takes single-set models fit on the same data with the same split (several
 backbones, one backbone at several settings, or several heads on one set, which the model then reads
-once per member) and returns one fused
-model whose P(fake) is the mean of theirs: the model ``fit --fusion stack`` would make, but with each
-head fitted on its own. A stacked fit holds every set's rows at once and, on all of CIFAKE with two or
+once per member) and returns one fused model whose P(fake) is the mean of theirs: the model ``fit
+--fusion stack`` would make, but with each head fitted on its own. A stacked fit holds every set's rows at once and, on all of CIFAKE with two or
 three every-block sets, needs more than 24 GiB; here only the validation and test rows and a sample of
 the training rows are read, one set at a time.
 
