@@ -146,3 +146,19 @@ def test_a_concatenated_fused_model_is_one_graph_of_every_backbone_and_its_one_h
     result = CliRunner().invoke(cli, ["export", str(knn.save(tmp_path / "knn")), "--out", str(tmp_path / "knn.onnx"),
                                       "--cache", str(model.cache)])
     assert result.exit_code == 2 and "nearest-neighbour" in result.output and not (tmp_path / "knn.onnx").exists()
+
+
+def test_an_ensemble_of_two_heads_on_one_set_exports(tmp_path):
+    from fakedet.ensemble import ensemble
+    from fakedet.scoring import backbone_for
+
+    a = fitted(tmp_path, "logreg")
+    other = fit(a.data, a.detector.key, "logreg", params={"C": 0.01}, cache=a.cache)
+    model = ensemble([a.detector, other])
+    backbone = backbone_for(model, device="cpu", cache=a.cache)
+    path = export_onnx(model, tmp_path / "two-heads.onnx", backbone)
+    images = probe_images(8)
+    assert onnx_parity(model, path, images, backbone)["max_abs_diff"] <= 1e-4
+    p_model = model.p_fake(backbone.embed_images(images))  # the mean of the two heads on the one set
+    features = a.backbone.embed_images(images)
+    np.testing.assert_allclose(p_model, (a.detector.p_fake(features) + other.p_fake(features)) / 2, atol=1e-5)
