@@ -88,15 +88,16 @@ def settle(detector: Detector, y: np.ndarray, p: np.ndarray, rows: dict, domain_
     if both:
         detector.threshold = choose_threshold(y[val], p[val])
     detector.training["threshold_from"] = "val" if both else "default 0.5"
+    scores = {}  # each split's domain scores, computed once
     if domain_rate is not None and len(y[val]):
         summary = fit_domain()
-        detector.domain = summary.calibrate_scores(domain_scores(summary, val), domain_rate)
+        scores = {s: domain_scores(summary, rows[s]) for s in ("val", "test") if len(y[rows[s]])}
+        detector.domain = summary.calibrate_scores(scores["val"], domain_rate)
     for s in ("val", "test"):
         if len(y[rows[s]]):
             detector.metrics[s] = binary_metrics(y[rows[s]], p[rows[s]], detector.threshold)
-            if detector.domain is not None:
-                flagged = domain_scores(detector.domain, rows[s]) > detector.domain.threshold
-                detector.metrics[s]["out_of_domain"] = float(flagged.mean())
+            if s in scores:
+                detector.metrics[s]["out_of_domain"] = float((scores[s] > detector.domain.threshold).mean())
 
 
 def weight_kwargs(pipeline, head: str, sample_weight: np.ndarray | None, n: int) -> dict:
